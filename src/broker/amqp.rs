@@ -1,0 +1,174 @@
+//! AMQP operations on entities: passive probes and declares, each on a throwaway channel
+//! because a 404 or 406 closes the channel it happens on.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::ExchangeKind;
+
+use super::{amqp_error, Broker};
+use crate::error::{Error, Result};
+use crate::topology::{ArgValue, BindingSpec, ExchangeSpec, QueueSpec};
+
+/// What the broker said to one declare or probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply<T> {
+    Ok(T),
+    /// 404 NOT_FOUND.
+    NotFound(String),
+    /// 406 PRECONDITION_FAILED (or another channel-level refusal), with the broker's text.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// A user-supplied name as an AMQP short string (at most 255 bytes) — a usage error otherwise.
+pub fn short(name: &str) -> Result<ShortString> {
+    ShortString::try_new(name).map_err(|_| {
+        Error::usage(format!(
+            "name \"{}…\" is longer than AMQP's 255 bytes",
+            crate::util::printable(&name.chars().take(40).collect::<String>())
+        ))
+    })
+}
+
+pub fn field_table(args: &std::collections::BTreeMap<String, ArgValue>) -> Result<FieldTable> {
+    let mut t = FieldTable::default();
+    for (k, v) in args {
+        let value = match v {
+            ArgValue::Str(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            ArgValue::Int(i) => AMQPValue::LongLongInt(*i),
+        };
+        t.insert(short(k)?, value);
+    }
+    Ok(t)
+}
+
+impl Broker {
+    /// Runs one channel-level operation on a fresh channel, sorting broker refusals from lost connections.
+    async fn on_throwaway<T, F, Fut>(&self, op: F) -> Result<Reply<T>>
+    where
+        F: FnOnce(lapin::Channel) -> Fut,
+        Fut: std::future::Future<Output = lapin::Result<T>>,
+    {
+        let channel = self.channel().await?;
+        let keep = channel.clone();
+        match op(channel).await {
+            Ok(v) => {
+                let _ = keep.close(200, "done".into()).await;
+                Ok(Reply::Ok(v))
+            }
+            Err(e) => match amqp_error(&e) {
+                Some((404, text)) => Ok(Reply::NotFound(text)),
+                Some((code, text)) if code < 500 => Ok(Reply::Refused(text)),
+                _ => Err(self.lost(e)),
+            },
+        }
+    }
+
+    /// Passive declare: the queue's counts, or NotFound. Never creates anything.
+    pub async fn probe_queue(&self, name: &str) -> Result<Reply<QueueCounts>> {
+        let name = short(name)?;
+        self.on_throwaway(|ch| async move {
+            let q = ch
+                .queue_declare(
+                    name,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok(QueueCounts {
+                messages: q.message_count(),
+                consumers: q.consumer_count(),
+            })
+        })
+        .await
+    }
+
+    pub async fn probe_exchange(&self, name: &str) -> Result<Reply<()>> {
+        let name = short(name)?;
+        self.on_throwaway(|ch| async move {
+            ch.exchange_declare(
+                name,
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Declares the queue as specified: creates it when absent; 406 when it exists with other arguments.
+    pub async fn declare_queue(&self, spec: &QueueSpec) -> Result<Reply<()>> {
+        let name = short(&spec.name)?;
+        let args = field_table(&spec.arguments)?;
+        let durable = spec.durable;
+        self.on_throwaway(|ch| async move {
+            ch.queue_declare(
+                name,
+                QueueDeclareOptions {
+                    durable,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn declare_exchange(&self, spec: &ExchangeSpec, kind: &str) -> Result<Reply<()>> {
+        let name = short(&spec.name)?;
+        let kind = match kind {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            other => ExchangeKind::Custom(other.to_string()),
+        };
+        let durable = spec.durable;
+        self.on_throwaway(|ch| async move {
+            ch.exchange_declare(
+                name,
+                kind,
+                ExchangeDeclareOptions {
+                    durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        })
+        .await
+    }
+
+    pub async fn bind_queue(&self, spec: &BindingSpec) -> Result<Reply<()>> {
+        let (queue, exchange, key) = (
+            short(&spec.queue)?,
+            short(&spec.exchange)?,
+            short(&spec.routing_key)?,
+        );
+        self.on_throwaway(|ch| async move {
+            ch.queue_bind(
+                queue,
+                exchange,
+                key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        })
+        .await
+    }
+}

@@ -1,0 +1,262 @@
+//! The only place that speaks to RabbitMQ: AMQP through lapin (`amqp`) and the management HTTP API (`management`).
+
+pub mod amqp;
+pub mod management;
+
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::error::{Error, Result};
+use crate::util::redact_url;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What dlq needs to know of a broker URL, parsed before anything connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub vhost: String,
+    pub username: String,
+    pub password: String,
+    pub tls: bool,
+    /// What lapin connects to. Built here because lapin's own parser takes the host from
+    /// `Url::domain()`, which is `None` for IP addresses, and silently uses "localhost" then.
+    pub uri: lapin::uri::AMQPUri,
+}
+
+impl BrokerUrl {
+    /// "host:port, vhost /" as errors show it.
+    pub fn target(&self) -> String {
+        format!("{}:{} (vhost \"{}\")", self.host, self.port, self.vhost)
+    }
+
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Parses an amqp:// or amqps:// URL; anything else is a usage error naming the (redacted) URL.
+pub fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
+    let bad = |why: &str| Error::usage(format!("bad broker URL {}: {why}", redact_url(text)));
+    let parsed = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    let tls = match parsed.scheme() {
+        "amqp" => false,
+        "amqps" => true,
+        other => return Err(bad(&format!("scheme must be amqp or amqps, not {other}"))),
+    };
+    let mut uri: lapin::uri::AMQPUri = text.parse().map_err(|e: String| bad(&e))?;
+    let host = parsed
+        .host_str()
+        .unwrap_or("localhost")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    uri.authority.host = host.clone();
+    Ok(BrokerUrl {
+        url: text.to_string(),
+        host,
+        port: uri.authority.port,
+        vhost: uri.vhost.clone(),
+        username: uri.authority.userinfo.username.clone(),
+        password: uri.authority.userinfo.password.clone(),
+        tls,
+        uri,
+    })
+}
+
+/// An open AMQP connection and the URL it was opened with.
+pub struct Broker {
+    pub connection: Connection,
+    pub url: BrokerUrl,
+}
+
+impl Broker {
+    /// Tries each URL in order, each with a 10 s timeout; the error names every attempt.
+    pub async fn connect(urls: &[String], purpose: &str) -> Result<Broker> {
+        let mut failures = Vec::new();
+        let mut last_cause = String::new();
+        for text in urls {
+            let url = parse_amqp_url(text)?;
+            let props = ConnectionProperties::default()
+                .with_connection_name(format!("dlq {purpose}").into());
+            match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Connection::connect_uri(url.uri.clone(), props),
+            )
+            .await
+            {
+                Ok(Ok(connection)) => return Ok(Broker { connection, url }),
+                Ok(Err(e)) => {
+                    last_cause = format!("{e:?}");
+                    failures.push(format!("{}: {}", url.redacted(), connect_reason(&e, &url)));
+                }
+                Err(_) => failures.push(format!(
+                    "{}: no answer within {} s",
+                    url.redacted(),
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        let message = if failures.len() == 1 {
+            format!("cannot connect to {}", failures[0])
+        } else {
+            format!("cannot connect to any broker: {}", failures.join("; "))
+        };
+        Err(Error::Runtime {
+            message,
+            cause: (!last_cause.is_empty()).then_some(redact_secrets(&last_cause, urls)),
+        })
+    }
+
+    pub async fn channel(&self) -> Result<lapin::Channel> {
+        self.connection
+            .create_channel()
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    /// An error that is not about one entity: the connection itself failed.
+    pub fn lost(&self, e: lapin::Error) -> Error {
+        Error::with_cause(
+            format!(
+                "lost the connection to {}: {}",
+                self.url.redacted(),
+                short_reason(&e)
+            ),
+            format!("{e:?}"),
+        )
+    }
+
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// The reply code and text of a channel- or connection-level error from the broker.
+pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => Some((err.get_id(), err.get_message().to_string())),
+        _ => None,
+    }
+}
+
+fn connect_reason(e: &lapin::Error, url: &BrokerUrl) -> String {
+    if let Some((code, text)) = amqp_error(e) {
+        return match code {
+            403 => format!(
+                "access refused for user \"{}\" (check the username and password)",
+                url.username
+            ),
+            530 => format!(
+                "vhost \"{}\" does not exist or user \"{}\" may not use it",
+                url.vhost, url.username
+            ),
+            _ => format!("the broker refused the connection ({code} {text})"),
+        };
+    }
+    if let lapin::ErrorKind::IOError(io) = e.kind() {
+        return match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => format!(
+                "connection refused at {}:{} (is RabbitMQ running there?)",
+                url.host, url.port
+            ),
+            _ => format!("{} ({}:{})", crate::util::io_reason(io), url.host, url.port),
+        };
+    }
+    if matches!(
+        e.kind(),
+        lapin::ErrorKind::ParsingError(_) | lapin::ErrorKind::InvalidProtocolVersion(_)
+    ) {
+        return format!(
+            "the server at {}:{} does not speak AMQP 0-9-1 (wrong port?)",
+            url.host, url.port
+        );
+    }
+    short_reason(e)
+}
+
+/// A lapin error in a few words, for one-line messages.
+pub fn short_reason(e: &lapin::Error) -> String {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => {
+            format!("{} {}", err.get_id(), err.get_message())
+        }
+        lapin::ErrorKind::IOError(io) => crate::util::io_reason(io),
+        lapin::ErrorKind::InvalidChannelState(..) | lapin::ErrorKind::InvalidConnectionState(_) => {
+            "the connection or channel was closed".to_string()
+        }
+        lapin::ErrorKind::MissingHeartbeatError => "the broker stopped answering heartbeats".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Debug text of an error may quote the URL; never let a password through.
+fn redact_secrets(text: &str, urls: &[String]) -> String {
+    let mut out = text.to_string();
+    for u in urls {
+        if let Ok(b) = parse_amqp_url(u) {
+            if !b.password.is_empty() {
+                out = out.replace(&b.password, "***");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_host_port_vhost_credentials() {
+        let u = parse_amqp_url("amqp://bob:s%40cret@10.0.0.5:5673/prod").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.vhost.as_str()),
+            ("10.0.0.5", 5673, "prod")
+        );
+        assert_eq!(
+            (u.username.as_str(), u.password.as_str()),
+            ("bob", "s@cret")
+        );
+        assert!(!u.tls);
+        assert_eq!(
+            u.uri.authority.host, "10.0.0.5",
+            "an IP host must not become localhost"
+        );
+        assert_eq!(u.uri.vhost, "prod");
+    }
+
+    #[test]
+    fn ipv6_host_loses_its_brackets() {
+        let u = parse_amqp_url("amqp://[::1]:5672/%2f").unwrap();
+        assert_eq!(u.uri.authority.host, "::1");
+    }
+
+    #[test]
+    fn default_vhost_is_slash() {
+        let u = parse_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(u.vhost, "/");
+        assert_eq!(parse_amqp_url("amqps://h").unwrap().port, 5671);
+    }
+
+    #[test]
+    fn non_amqp_scheme_is_a_usage_error_without_password() {
+        let e = parse_amqp_url("http://u:topsecret@h").unwrap_err();
+        assert!(
+            matches!(&e, Error::Usage(m) if m.contains("scheme") && !m.contains("topsecret")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_causes() {
+        let s = redact_secrets(
+            "Io(refused) amqp://u:hunter2@h",
+            &["amqp://u:hunter2@h".into()],
+        );
+        assert!(!s.contains("hunter2"));
+    }
+}

@@ -1,0 +1,21 @@
+//! One module per subcommand; each returns a report for the output layer and never prints.
+
+pub mod stats;
+pub mod topology;
+
+use crate::cli::{Command, TopologyCommand};
+use crate::error::Result;
+use crate::output::Report;
+use crate::settings::Settings;
+
+pub async fn run(command: Command, settings: &Settings) -> Result<Box<dyn Report>> {
+    match command {
+        Command::Topology(TopologyCommand::Plan(a)) => topology::plan(&a, settings),
+        Command::Topology(TopologyCommand::Apply(a)) => topology::apply(&a, settings).await,
+        Command::Topology(TopologyCommand::Verify(a)) => topology::verify(&a, settings).await,
+        Command::Stats(a) => stats::run(&a, settings).await,
+        Command::Completions(_) => {
+            unreachable!("completions are generated before settings are read")
+        }
+    }
+}

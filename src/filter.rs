@@ -1,0 +1,466 @@
+//! Owns `--filter` and `--group-by`: jq expressions (CONTRACT.md section 6) compiled once with the jaq crates and run per message.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use jaq_core::load::{self, Arena, File, Loader};
+use jaq_core::{data::JustLut, Compiler, Ctx, Exn, Vars};
+use jaq_json::Val;
+use serde::Deserialize as _;
+use serde_json::Value;
+
+type Data = JustLut<Val>;
+
+/// A compiled jq expression. It holds only the program graph (plain data and function
+/// pointers), never a `Val`, so it is `Send + Sync` even though jaq's values use `Rc`.
+pub struct Filter {
+    program: jaq_core::Filter<Data>,
+}
+
+// jaq_json::Val is !Send; this fails to build if the compiled program ever starts holding one.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Filter>();
+};
+
+/// Why an expression was refused. Display is several lines: the reason, the expression's
+/// line and a caret under the offending column.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// The expression does not parse.
+    #[error("invalid filter: {message}\n{}", caret(.expr, *.offset))]
+    Syntax {
+        message: String,
+        expr: String,
+        offset: usize,
+    },
+    /// The expression names a filter, variable, label or module that does not exist.
+    #[error("invalid filter: {message}\n{}", caret(.expr, *.offset))]
+    Undefined {
+        message: String,
+        expr: String,
+        offset: usize,
+    },
+}
+
+impl FilterError {
+    /// Byte offset of the offending spot in the expression.
+    pub fn offset(&self) -> usize {
+        match self {
+            FilterError::Syntax { offset, .. } | FilterError::Undefined { offset, .. } => *offset,
+        }
+    }
+
+    /// What is wrong, without the position lines.
+    pub fn message(&self) -> &str {
+        match self {
+            FilterError::Syntax { message, .. } | FilterError::Undefined { message, .. } => message,
+        }
+    }
+}
+
+impl Filter {
+    /// Parses and compiles `expr` with jq's core, std and JSON definitions. Everything that
+    /// can be known without a message (syntax, undefined names) fails here.
+    pub fn compile(expr: &str) -> Result<Filter, FilterError> {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
+        let arena = Arena::default();
+        let modules = Loader::new(defs)
+            .load(
+                &arena,
+                File {
+                    code: expr,
+                    path: (),
+                },
+            )
+            .map_err(|errs| load_error(expr, errs))?;
+        let program = Compiler::default()
+            .with_funs(funs)
+            .compile(modules)
+            .map_err(|errs| compile_error(expr, errs))?;
+        Ok(Filter { program })
+    }
+
+    /// jq truthiness of the first output; no output is no match.
+    pub fn matches(&self, msg: &Value) -> Result<bool, String> {
+        Ok(self
+            .first(msg)?
+            .is_some_and(|v| jaq_core::ValT::as_bool(&v)))
+    }
+
+    /// The first output as JSON, for grouping. None when the expression yields nothing.
+    pub fn first_value(&self, msg: &Value) -> Result<Option<Value>, String> {
+        Ok(self.first(msg)?.as_ref().map(val_to_json))
+    }
+
+    fn first(&self, msg: &Value) -> Result<Option<Val>, String> {
+        let input = Val::deserialize(msg).map_err(|e| format!("cannot read the message: {e}"))?;
+        let ctx = Ctx::<Data>::new(&self.program.lut, Vars::new([]));
+        // Only the first output is needed; the iterator is lazy, so later outputs (and their
+        // errors) are never computed.
+        match self.program.id.run((ctx, input)).next() {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(exn)) => Err(exception_message(exn)),
+        }
+    }
+}
+
+// Not jaq_core::unwrap_valr: it exits the whole process when the filter calls `halt`.
+fn exception_message(exn: Exn<'_, Val>) -> String {
+    match exn.get_err() {
+        Ok(err) => match err.into_val() {
+            // error("text") should read as text, not as a quoted JSON string.
+            Val::TStr(s) => String::from_utf8_lossy(&s).into_owned(),
+            other => other.to_string(),
+        },
+        Err(exn) => match exn.get_halt() {
+            Ok(code) => format!("the filter called halt (exit code {code})"),
+            Err(_) => "the filter stopped without a result".to_owned(),
+        },
+    }
+}
+
+/// jaq values back to JSON. Byte strings become base64 like binary headers do; numbers that
+/// JSON cannot hold (NaN, infinities) become null.
+pub fn val_to_json(v: &Val) -> Value {
+    match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        // Num's Display is its exact JSON text (or NaN/Infinity, which do not parse).
+        Val::Num(n) => serde_json::from_str::<serde_json::Number>(&n.to_string())
+            .map_or(Value::Null, Value::Number),
+        Val::TStr(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
+        Val::BStr(b) => Value::String(BASE64.encode(&b[..])),
+        Val::Arr(items) => Value::Array(items.iter().map(val_to_json).collect()),
+        Val::Obj(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Val::TStr(s) => String::from_utf8_lossy(s).into_owned(),
+                        other => other.to_string(),
+                    };
+                    (key, val_to_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Byte offset of `part` inside `whole`, if it is a slice of it. jaq reports positions as
+/// sub-slices of the source; this checks that instead of trusting it, so a slice of some
+/// other text (a library module) can never produce a bogus offset.
+fn offset_in(whole: &str, part: &str) -> Option<usize> {
+    let start = whole.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    (at >= start && at + part.len() <= start + whole.len()).then(|| at - start)
+}
+
+fn load_error(expr: &str, errs: load::Errors<&str, ()>) -> FilterError {
+    let syntax = |message: String, at: &str| FilterError::Syntax {
+        message,
+        expr: expr.to_owned(),
+        offset: offset_in(expr, at).unwrap_or(0),
+    };
+    // The first error of the expression itself is the useful one; the bundled libraries
+    // always load, but never trust that enough to pick their error over ours.
+    let ours = errs
+        .iter()
+        .find(|(file, _)| std::ptr::eq(file.code, expr))
+        .or_else(|| errs.first());
+    match ours.map(|(_, e)| e) {
+        Some(load::Error::Lex(lex)) => match lex.first() {
+            Some((expect, at)) => syntax(format!("expected {}", expect.as_str()), at),
+            None => syntax("cannot read the expression".into(), ""),
+        },
+        Some(load::Error::Parse(parse)) => match parse.first() {
+            Some((expect, found)) if found.is_empty() => syntax(
+                format!("unexpected end of filter, expected {}", expect.as_str()),
+                found,
+            ),
+            // "expected nothing" is jaq's way of saying the expression should have ended.
+            Some((load::parse::Expect::Nothing, found)) => {
+                syntax(format!("unexpected {found:?}"), found)
+            }
+            Some((expect, found)) => syntax(
+                format!("expected {}, found {found:?}", expect.as_str()),
+                found,
+            ),
+            None => syntax("cannot parse the expression".into(), ""),
+        },
+        Some(load::Error::Io(io)) => match io.first() {
+            Some((path, why)) => syntax(format!("cannot load module {path:?}: {why}"), path),
+            None => syntax("cannot load a module".into(), ""),
+        },
+        None => syntax("cannot parse the expression".into(), ""),
+    }
+}
+
+fn compile_error(expr: &str, errs: jaq_core::compile::Errors<&str, ()>) -> FilterError {
+    let first = errs
+        .iter()
+        .find(|(file, _)| std::ptr::eq(file.code, expr))
+        .or_else(|| errs.first())
+        .and_then(|(_, list)| list.first());
+    let (message, offset) = match first {
+        Some((name, undefined)) => {
+            let message = match undefined {
+                jaq_core::compile::Undefined::Filter(arity) => {
+                    format!("undefined filter {name}/{arity}")
+                }
+                other => format!("undefined {} {name}", other.as_str()),
+            };
+            (message, offset_in(expr, name).unwrap_or(0))
+        }
+        None => ("the expression does not compile".to_owned(), 0),
+    };
+    FilterError::Undefined {
+        message,
+        expr: expr.to_owned(),
+        offset,
+    }
+}
+
+/// The line of `expr` holding `offset`, and a caret under that column. Tabs are shown as
+/// spaces so the caret lines up; the column is counted in characters, not bytes.
+fn caret(expr: &str, offset: usize) -> String {
+    let offset = (0..=offset.min(expr.len()))
+        .rev()
+        .find(|&i| expr.is_char_boundary(i))
+        .unwrap_or(0);
+    let line_start = expr[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = expr[offset..].find('\n').map_or(expr.len(), |i| offset + i);
+    let line: String = expr[line_start..line_end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let column = expr[line_start..offset].chars().count();
+    format!("  {line}\n  {}^", " ".repeat(column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(expr: &str) -> Filter {
+        Filter::compile(expr).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn message(tenant: &str, error: &str, count: i64) -> Value {
+        json!({
+            "position": 1,
+            "headers": { "x-error-message": error,
+                         "x-death": [ { "count": count, "reason": "rejected", "queue": "billing" } ] },
+            "failure": { "origin": "billing", "message": error, "attempts": count + 1 },
+            "body": { "tenant": tenant, "n": 42 },
+        })
+    }
+
+    #[test]
+    fn contract_examples() {
+        let acme = message("acme", "connection timeout", 5);
+        let other = message("globex", "bad input", 2);
+
+        let tenant = compile(r#".body.tenant == "acme""#);
+        assert_eq!(tenant.matches(&acme), Ok(true));
+        assert_eq!(tenant.matches(&other), Ok(false));
+
+        let timeout = compile(r#".headers["x-error-message"] | test("timeout")"#);
+        assert_eq!(timeout.matches(&acme), Ok(true));
+        assert_eq!(timeout.matches(&other), Ok(false));
+
+        let deaths = compile(r#".headers["x-death"][0].count >= 5"#);
+        assert_eq!(deaths.matches(&acme), Ok(true));
+        assert_eq!(deaths.matches(&other), Ok(false));
+    }
+
+    #[test]
+    fn arithmetic_on_body() {
+        let f = compile(".body.n % 10 < 3");
+        assert_eq!(f.matches(&json!({"body": {"n": 42}})), Ok(true));
+        assert_eq!(f.matches(&json!({"body": {"n": 45}})), Ok(false));
+    }
+
+    #[test]
+    fn truthiness_of_first_output() {
+        let msg = json!({"a": 0, "s": "", "n": null, "f": false});
+        assert_eq!(compile(".a").matches(&msg), Ok(true));
+        assert_eq!(compile(".s").matches(&msg), Ok(true));
+        assert_eq!(compile(".n").matches(&msg), Ok(false));
+        assert_eq!(compile(".f").matches(&msg), Ok(false));
+        assert_eq!(compile(".missing").matches(&msg), Ok(false));
+        assert_eq!(compile("empty").matches(&msg), Ok(false));
+        assert_eq!(compile("false, true").matches(&msg), Ok(false));
+        // later outputs are never computed, so their errors do not matter
+        assert_eq!(compile(r#"true, error("later")"#).matches(&msg), Ok(true));
+    }
+
+    #[test]
+    fn run_time_errors_are_errors() {
+        let f = compile(r#".headers.missing | test("x")"#);
+        let got = f.matches(&json!({"headers": {}}));
+        assert!(got.is_err(), "{got:?}");
+        assert_eq!(
+            compile(r#"error("custom failure")"#).matches(&json!({})),
+            Err("custom failure".to_owned())
+        );
+        assert!(compile(r#"test("(")"#).matches(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn halt_does_not_exit_the_process() {
+        let got = compile("halt").matches(&json!({}));
+        assert!(matches!(&got, Err(e) if e.contains("halt")), "{got:?}");
+        let got = compile("halt_error").first_value(&json!("bye"));
+        assert!(got.is_err(), "{got:?}");
+    }
+
+    #[test]
+    fn first_value_for_group_by() {
+        let f = compile(".failure.message");
+        assert_eq!(
+            f.first_value(&message("a", "timeout", 1)),
+            Ok(Some(json!("timeout")))
+        );
+        assert_eq!(
+            f.first_value(&json!({"failure": {"message": null}})),
+            Ok(Some(Value::Null))
+        );
+        assert_eq!(f.first_value(&json!({})), Ok(Some(Value::Null)));
+        let n = compile(".failure.attempts");
+        assert_eq!(n.first_value(&message("a", "x", 4)), Ok(Some(json!(5))));
+        assert_eq!(
+            compile("1.5").first_value(&json!(null)),
+            Ok(Some(json!(1.5)))
+        );
+        assert_eq!(compile("empty").first_value(&json!(null)), Ok(None));
+        assert_eq!(
+            compile("nan").first_value(&json!(null)),
+            Ok(Some(Value::Null))
+        );
+        assert_eq!(
+            compile("{b: 1, a: [true, \"x\"]}").first_value(&json!(null)),
+            Ok(Some(json!({"b": 1, "a": [true, "x"]})))
+        );
+        assert_eq!(
+            compile(".big").first_value(&json!({"big": u64::MAX})),
+            Ok(Some(json!(u64::MAX)))
+        );
+    }
+
+    #[test]
+    fn reusable_across_many_messages() {
+        let f = compile(".body.n % 2 == 0");
+        let hits = (0..1000)
+            .filter(|n| f.matches(&json!({"body": {"n": n}})) == Ok(true))
+            .count();
+        assert_eq!(hits, 500);
+    }
+
+    #[test]
+    fn usable_from_other_threads() {
+        let f = std::sync::Arc::new(compile(".x == 1"));
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let f = std::sync::Arc::clone(&f);
+                std::thread::spawn(move || f.matches(&json!({"x": i})))
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().ok()).collect();
+        assert_eq!(
+            results,
+            [
+                Some(Ok(false)),
+                Some(Ok(true)),
+                Some(Ok(false)),
+                Some(Ok(false))
+            ]
+        );
+    }
+
+    fn error(expr: &str) -> FilterError {
+        match Filter::compile(expr) {
+            Ok(_) => panic!("{expr} compiled"),
+            Err(e) => e,
+        }
+    }
+
+    /// The caret line of the message, with the two-space indent removed.
+    fn caret_column(e: &FilterError) -> usize {
+        let text = e.to_string();
+        let last = text.lines().last().unwrap_or_default();
+        last.find('^').map_or(usize::MAX, |i| i - 2)
+    }
+
+    #[test]
+    fn incomplete_comparison() {
+        let e = error(".body.tenant ==");
+        assert!(matches!(e, FilterError::Syntax { .. }), "{e:?}");
+        assert_eq!(caret_column(&e), 15);
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("invalid filter: "), "{text}");
+        assert_eq!(lines[1], "  .body.tenant ==");
+        assert_eq!(lines[2], "                 ^");
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn unclosed_bracket() {
+        let e = error(".[");
+        assert!(matches!(e, FilterError::Syntax { .. }), "{e:?}");
+        assert_eq!(caret_column(&e), 2);
+        assert!(e.message().contains("bracket"), "{e}");
+    }
+
+    #[test]
+    fn undefined_filter() {
+        let e = error("nosuchfn(1)");
+        assert!(matches!(e, FilterError::Undefined { .. }), "{e:?}");
+        assert_eq!(e.message(), "undefined filter nosuchfn/1");
+        assert_eq!(caret_column(&e), 0);
+        let e = error(r#".body | nosuchfn("a"; 2)"#);
+        assert_eq!(e.message(), "undefined filter nosuchfn/2");
+        assert_eq!(caret_column(&e), 8);
+    }
+
+    #[test]
+    fn undefined_variable() {
+        let e = error("$undefined");
+        assert!(matches!(e, FilterError::Undefined { .. }), "{e:?}");
+        assert!(e.message().contains("variable"), "{e}");
+        assert!(e.message().contains("undefined"), "{e}");
+        assert_eq!(caret_column(&e), 0);
+        let e = error(". as $x | $y");
+        assert_eq!(caret_column(&e), 10);
+    }
+
+    #[test]
+    fn caret_counts_characters_and_picks_the_line() {
+        let e = error(".\"héllo\" == ");
+        assert_eq!(caret_column(&e), 12);
+        let e = error(".a\n| nosuchfn");
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "  | nosuchfn");
+        assert_eq!(lines[2], "    ^");
+    }
+
+    #[test]
+    fn trailing_garbage() {
+        let e = error(".foo bar");
+        assert_eq!(e.message(), r#"unexpected "bar""#);
+        assert_eq!(caret_column(&e), 5);
+    }
+
+    #[test]
+    fn module_imports_are_refused_at_compile_time() {
+        let e = error(r#"include "x"; ."#);
+        assert!(e.to_string().starts_with("invalid filter: "), "{e}");
+    }
+}

@@ -1,0 +1,13 @@
+//! dlq: administer RabbitMQ retry and error queues. The pure parts are public so tests reach them.
+
+pub mod broker;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod output;
+pub mod retry;
+pub mod settings;
+pub mod topology;
+pub mod util;

@@ -1,0 +1,322 @@
+//! Service → queues, exchanges, bindings and arguments, for the `dotted` and `sneakers` namings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{Naming, QueueType, Service};
+
+/// A queue or exchange argument value; RabbitMQ treats integer widths as equivalent, not strings vs integers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    Str(String),
+    Int(i64),
+}
+
+impl std::fmt::Display for ArgValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgValue::Str(s) => write!(f, "\"{s}\""),
+            ArgValue::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueSpec {
+    pub name: String,
+    pub service: String,
+    pub durable: bool,
+    pub arguments: BTreeMap<String, ArgValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExchangeSpec {
+    pub name: String,
+    pub service: String,
+    /// `None`: the exchange is not ours to declare; it must already exist.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub durable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindingSpec {
+    pub service: String,
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    pub exchanges: Vec<ExchangeSpec>,
+    pub queues: Vec<QueueSpec>,
+    pub bindings: Vec<BindingSpec>,
+}
+
+fn s(v: &str) -> ArgValue {
+    ArgValue::Str(v.to_string())
+}
+
+/// Everything the given services need, exchanges first (bindings depend on them), no duplicates.
+pub fn derive<'a>(services: impl IntoIterator<Item = &'a Service>) -> Topology {
+    let mut t = Topology::default();
+    for svc in services {
+        add_service(&mut t, svc);
+    }
+    t
+}
+
+fn add_service(t: &mut Topology, svc: &Service) {
+    let ttl = ArgValue::Int(svc.retry_delay.as_millis() as i64);
+    let work = svc.work_queue();
+    let retry = svc.retry_queue();
+    let error = svc.error_queue();
+    let queue = |name: &str, args: Vec<(&str, ArgValue)>| {
+        let mut arguments: BTreeMap<String, ArgValue> =
+            args.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        if svc.queue_type == QueueType::Quorum {
+            arguments.insert("x-queue-type".into(), s("quorum"));
+        }
+        QueueSpec {
+            name: name.to_string(),
+            service: svc.name.clone(),
+            durable: true,
+            arguments,
+        }
+    };
+    let exchange = |name: &str, kind: Option<&str>| ExchangeSpec {
+        name: name.to_string(),
+        service: svc.name.clone(),
+        kind: kind.map(str::to_string),
+        durable: true,
+    };
+    let binding = |exchange: &str, queue: &str, key: &str| BindingSpec {
+        service: svc.name.clone(),
+        exchange: exchange.to_string(),
+        queue: queue.to_string(),
+        routing_key: key.to_string(),
+    };
+
+    match svc.naming {
+        Naming::Dotted => {
+            t.queues.push(queue(
+                &work,
+                vec![
+                    ("x-dead-letter-exchange", s("")),
+                    ("x-dead-letter-routing-key", s(&retry)),
+                ],
+            ));
+            t.queues.push(queue(
+                &retry,
+                vec![
+                    ("x-message-ttl", ttl),
+                    ("x-dead-letter-exchange", s("")),
+                    ("x-dead-letter-routing-key", s(&work)),
+                ],
+            ));
+            t.queues.push(queue(&error, vec![]));
+        }
+        Naming::Sneakers => {
+            let retry_x = format!("{}-retry", svc.name);
+            let requeue_x = format!("{}-retry-requeue", svc.name);
+            let error_x = format!("{}-error", svc.name);
+            for name in [&retry_x, &requeue_x, &error_x] {
+                push_exchange(t, exchange(name, Some("topic")));
+            }
+            t.queues
+                .push(queue(&work, vec![("x-dead-letter-exchange", s(&retry_x))]));
+            t.queues.push(queue(
+                &retry,
+                vec![
+                    ("x-dead-letter-exchange", s(&requeue_x)),
+                    ("x-message-ttl", ttl),
+                ],
+            ));
+            t.queues.push(queue(&error, vec![]));
+            t.bindings.push(binding(&requeue_x, &work, "#"));
+            t.bindings.push(binding(&retry_x, &retry, "#"));
+            t.bindings.push(binding(&error_x, &error, "#"));
+        }
+    }
+    for b in &svc.bind {
+        push_exchange(t, exchange(&b.exchange, b.kind.map(|k| k.as_str())));
+        t.bindings.push(binding(&b.exchange, &work, &b.routing_key));
+    }
+}
+
+/// One entry per exchange name; a declared type wins over "must exist".
+fn push_exchange(t: &mut Topology, x: ExchangeSpec) {
+    match t.exchanges.iter_mut().find(|e| e.name == x.name) {
+        Some(existing) => {
+            if existing.kind.is_none() {
+                existing.kind = x.kind;
+            }
+        }
+        None => t.exchanges.push(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Bind, ExchangeType};
+    use std::time::Duration;
+
+    fn svc(name: &str) -> Service {
+        let mut s = Service::with_defaults(name);
+        s.retry_delay = Duration::from_millis(1500);
+        s
+    }
+
+    fn args(q: &QueueSpec) -> Vec<(String, String)> {
+        q.arguments
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = list
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn dotted_classic_has_the_three_contract_queues() {
+        let t = derive([&svc("billing")]);
+        assert!(t.exchanges.is_empty() && t.bindings.is_empty());
+        let names: Vec<&str> = t.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(names, ["billing", "billing.retry", "billing.error"]);
+        assert!(t.queues.iter().all(|q| q.durable));
+        assert_eq!(
+            args(&t.queues[0]),
+            pairs(&[
+                ("x-dead-letter-exchange", "\"\""),
+                ("x-dead-letter-routing-key", "\"billing.retry\"")
+            ])
+        );
+        assert_eq!(
+            args(&t.queues[1]),
+            pairs(&[
+                ("x-dead-letter-exchange", "\"\""),
+                ("x-dead-letter-routing-key", "\"billing\""),
+                ("x-message-ttl", "1500")
+            ])
+        );
+        assert!(t.queues[2].arguments.is_empty());
+    }
+
+    #[test]
+    fn ttl_is_an_integer_argument() {
+        let t = derive([&svc("a")]);
+        assert_eq!(t.queues[1].arguments["x-message-ttl"], ArgValue::Int(1500));
+    }
+
+    #[test]
+    fn quorum_sets_queue_type_on_all_three() {
+        let mut s = svc("billing");
+        s.queue_type = QueueType::Quorum;
+        let t = derive([&s]);
+        for q in &t.queues {
+            assert_eq!(q.arguments["x-queue-type"], ArgValue::Str("quorum".into()));
+        }
+    }
+
+    #[test]
+    fn classic_sets_no_queue_type() {
+        let t = derive([&svc("billing")]);
+        assert!(t
+            .queues
+            .iter()
+            .all(|q| !q.arguments.contains_key("x-queue-type")));
+    }
+
+    #[test]
+    fn sneakers_reproduces_the_maxretry_layout() {
+        let mut s = svc("mailer");
+        s.naming = Naming::Sneakers;
+        let t = derive([&s]);
+        let xs: Vec<(&str, Option<&str>)> = t
+            .exchanges
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind.as_deref()))
+            .collect();
+        assert_eq!(
+            xs,
+            [
+                ("mailer-retry", Some("topic")),
+                ("mailer-retry-requeue", Some("topic")),
+                ("mailer-error", Some("topic"))
+            ]
+        );
+        let qs: Vec<&str> = t.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(qs, ["mailer", "mailer-retry", "mailer-error"]);
+        assert_eq!(
+            args(&t.queues[0]),
+            pairs(&[("x-dead-letter-exchange", "\"mailer-retry\"")])
+        );
+        assert_eq!(
+            args(&t.queues[1]),
+            pairs(&[
+                ("x-dead-letter-exchange", "\"mailer-retry-requeue\""),
+                ("x-message-ttl", "1500")
+            ])
+        );
+        assert!(t.queues[2].arguments.is_empty());
+        let bs: Vec<(&str, &str, &str)> = t
+            .bindings
+            .iter()
+            .map(|b| {
+                (
+                    b.exchange.as_str(),
+                    b.queue.as_str(),
+                    b.routing_key.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            bs,
+            [
+                ("mailer-retry-requeue", "mailer", "#"),
+                ("mailer-retry", "mailer-retry", "#"),
+                ("mailer-error", "mailer-error", "#")
+            ]
+        );
+    }
+
+    #[test]
+    fn bind_entries_bind_the_work_queue_and_declare_typed_exchanges_once() {
+        let mut a = svc("email");
+        a.bind = vec![
+            Bind {
+                exchange: "events".into(),
+                kind: Some(ExchangeType::Topic),
+                routing_key: "email.#".into(),
+            },
+            Bind {
+                exchange: "legacy".into(),
+                kind: None,
+                routing_key: "".into(),
+            },
+        ];
+        let mut b = svc("sms");
+        b.bind = vec![Bind {
+            exchange: "events".into(),
+            kind: None,
+            routing_key: "sms.#".into(),
+        }];
+        let t = derive([&a, &b]);
+        assert_eq!(t.exchanges.len(), 2);
+        assert_eq!(t.exchanges[0].kind.as_deref(), Some("topic"));
+        assert_eq!(t.exchanges[1].kind, None);
+        assert_eq!(t.bindings.len(), 3);
+        assert_eq!(t.bindings[2].queue, "sms");
+        assert_eq!(t.bindings[2].routing_key, "sms.#");
+    }
+}

@@ -1,0 +1,7 @@
+//! The per-service topology: what the config derives (pure) and how it compares to what a broker has (pure).
+
+pub mod derive;
+pub mod diff;
+
+pub use derive::{derive, ArgValue, BindingSpec, ExchangeSpec, QueueSpec, Topology};
+pub use diff::{Finding, FindingStatus};

@@ -1,0 +1,95 @@
+//! Small helpers shared by several modules: printable names, I/O error reasons, URL redaction.
+
+/// A user-supplied name made safe for a one-line error message: control characters escaped.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| c.escape_default_if_control())
+        .collect()
+}
+
+trait EscapeControl {
+    fn escape_default_if_control(self) -> Vec<char>;
+}
+
+impl EscapeControl for char {
+    fn escape_default_if_control(self) -> Vec<char> {
+        if self.is_control() {
+            self.escape_unicode().collect()
+        } else {
+            vec![self]
+        }
+    }
+}
+
+/// An I/O error's reason without Rust's "(os error N)" suffix.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_lowercase(),
+        None => text,
+    }
+}
+
+/// A URL with its password replaced by `***`, safe to show anywhere.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let redacted = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => userinfo.to_string(),
+    };
+    format!(
+        "{}://{}@{}{}",
+        &url[..scheme_end],
+        redacted,
+        &authority[at + 1..],
+        &rest[authority_end..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_replaced() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+    }
+
+    #[test]
+    fn password_with_at_sign_and_slash_is_replaced_whole() {
+        assert_eq!(
+            redact_url("amqps://u:p%40ss@w0rd@host/vh"),
+            "amqps://u:***@host/vh"
+        );
+    }
+
+    #[test]
+    fn url_without_credentials_is_unchanged() {
+        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        assert_eq!(printable("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+    }
+
+    #[test]
+    fn io_reason_drops_os_error_suffix() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(io_reason(&e), "no such file or directory");
+    }
+}
