@@ -476,9 +476,8 @@ fn json_int(v: &Value) -> Option<i64> {
 }
 
 fn float_int(x: f64) -> Option<i64> {
-    // The range check keeps the cast exact; the bound is 2^63, which f64 represents exactly.
-    (x.is_finite() && x.fract() == 0.0 && x.abs() < 9.223_372_036_854_775_808e18)
-        .then_some(x as i64)
+    // `i64::MAX as f64` rounds up to exactly 2^63, so every value below it converts exactly.
+    (x.is_finite() && x.fract() == 0.0 && x.abs() < i64::MAX as f64).then_some(x as i64)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 pub mod amqp;
 pub mod management;
+pub mod worker;
 
 use std::time::Duration;
 

@@ -1,0 +1,132 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_dlq_global_optspecs
+    string join \n url= c/config= o/output= y/yes q/quiet v/verbose no-color management-url= h/help V/version
+end
+
+function __fish_dlq_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_dlq_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_dlq_using_subcommand
+    set -l cmd (__fish_dlq_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c dlq -n "__fish_dlq_needs_command" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_needs_command" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_needs_command" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_needs_command" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_needs_command" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_needs_command" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_needs_command" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_needs_command" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_needs_command" -f -a "topology" -d 'Plan, declare or verify each service\'s queues, exchanges and bindings'
+complete -c dlq -n "__fish_dlq_needs_command" -f -a "stats" -d 'Ready and consumer counts of each service\'s work, retry and error queues'
+complete -c dlq -n "__fish_dlq_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c dlq -n "__fish_dlq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -f -a "plan" -d 'Print the queues, exchanges, bindings and arguments the config derives (no broker needed)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -f -a "apply" -d 'Declare the topology; idempotent; never deletes or purges; conflicts exit 3'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -f -a "verify" -d 'Compare the broker with the config without changing anything; drift exits 3'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l service -d 'Only this service (repeatable); default: every service in the config' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l service -d 'Only this service (repeatable); default: every service in the config' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l service -d 'Only this service (repeatable); default: every service in the config' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "plan" -d 'Print the queues, exchanges, bindings and arguments the config derives (no broker needed)'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Declare the topology; idempotent; never deletes or purges; conflicts exit 3'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Compare the broker with the config without changing anything; drift exits 3'
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
+json\t'One JSON document'
+jsonl\t'One JSON object per line'"
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -l management-url -d 'Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s v -l verbose -d 'Show the causes behind errors and more detail'
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and not __fish_seen_subcommand_from topology stats completions help" -f -a "topology" -d 'Plan, declare or verify each service\'s queues, exchanges and bindings'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and not __fish_seen_subcommand_from topology stats completions help" -f -a "stats" -d 'Ready and consumer counts of each service\'s work, retry and error queues'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and not __fish_seen_subcommand_from topology stats completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and not __fish_seen_subcommand_from topology stats completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and __fish_seen_subcommand_from topology" -f -a "plan" -d 'Print the queues, exchanges, bindings and arguments the config derives (no broker needed)'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and __fish_seen_subcommand_from topology" -f -a "apply" -d 'Declare the topology; idempotent; never deletes or purges; conflicts exit 3'
+complete -c dlq -n "__fish_dlq_using_subcommand help; and __fish_seen_subcommand_from topology" -f -a "verify" -d 'Compare the broker with the config without changing anything; drift exits 3'

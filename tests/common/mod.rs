@@ -1,0 +1,258 @@
+//! Shared helpers for the end-to-end suites: unique names, a cleanup guard, the management API,
+//! publishing and draining over AMQP, and running the `dlq` binary. Every suite needs a broker at
+//! 127.0.0.1:5672 (AMQP) and :15672 (management); without one the tests fail, never skip.
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const API: &str = "http://127.0.0.1:15672/api";
+
+/// A short random suffix, different for every call in every process.
+pub fn random_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{:010x}", h.finish() & 0xff_ffff_ffff)
+}
+
+/// Unique names for one test and a guard that deletes every queue and exchange starting with
+/// its prefix when dropped (also on panic), so tests run in parallel and leave nothing behind.
+pub struct Scope {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Scope {
+    pub fn new(test: &str) -> Scope {
+        let prefix = format!("dlq-test.{test}.{}", random_suffix());
+        Scope {
+            prefix,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A name inside this test's scope.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}.{what}", self.prefix)
+    }
+
+    /// Writes a config file into the test's temp dir and returns its path.
+    pub fn config(&self, toml: &str) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("dlq-{}.toml", random_suffix()));
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        for kind in ["queues", "exchanges"] {
+            let Ok(Some(Value::Array(items))) = api_get(&format!("{kind}/%2F?columns=name")) else {
+                continue;
+            };
+            for item in items {
+                let Some(name) = item.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                if name.starts_with(&self.prefix) {
+                    api_delete(&format!("{kind}/%2F/{}", enc(name)));
+                }
+            }
+        }
+    }
+}
+
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+const AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+
+/// GET from the management API: `Ok(None)` on 404. Panics when the API is unreachable: tests need it.
+pub fn api_get(path: &str) -> Result<Option<Value>, String> {
+    let mut resp = agent()
+        .get(&format!("{API}/{path}"))
+        .header("Authorization", AUTH)
+        .call()
+        .unwrap_or_else(|e| panic!("the management API at {API} is needed by this test: {e}"));
+    match resp.status().as_u16() {
+        200 => Ok(Some(
+            resp.body_mut().read_json().map_err(|e| e.to_string())?,
+        )),
+        404 => Ok(None),
+        s => Err(format!("HTTP {s}")),
+    }
+}
+
+pub fn api_delete(path: &str) {
+    let _ = agent()
+        .delete(&format!("{API}/{path}"))
+        .header("Authorization", AUTH)
+        .call();
+}
+
+pub fn api_queue(name: &str) -> Option<Value> {
+    api_get(&format!("queues/%2F/{}", enc(name))).unwrap()
+}
+
+pub fn api_exchange(name: &str) -> Option<Value> {
+    api_get(&format!("exchanges/%2F/{}", enc(name))).unwrap()
+}
+
+pub async fn connect() -> Connection {
+    Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("this test needs RabbitMQ at {AMQP_URL}: {e}"))
+}
+
+pub async fn declare_queue(conn: &Connection, name: &str, args: FieldTable) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    let _ = ch.close(200, "ok".into()).await;
+}
+
+/// Publishes each body to `queue` through the default exchange, confirmed.
+pub async fn publish(conn: &Connection, queue: &str, bodies: &[(Vec<u8>, BasicProperties)]) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (body, props) in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props.clone(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            matches!(c, lapin::Confirmation::Ack(None)),
+            "publish to {queue} not confirmed: {c:?}"
+        );
+    }
+    let _ = ch.close(200, "ok".into()).await;
+}
+
+/// Takes every message out of `queue` (basic.get + ack), in order.
+pub async fn drain(conn: &Connection, queue: &str) -> Vec<lapin::message::Delivery> {
+    let ch = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        out.push(m.delivery);
+    }
+    let _ = ch.close(200, "ok".into()).await;
+    out
+}
+
+/// The ready count of a queue, polled until it equals `want` or 10 s pass (counts lag requeues).
+pub async fn wait_for_count(queue: &str, want: u64) -> u64 {
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        let conn = connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        last = q.message_count() as u64;
+        let _ = conn.close(200, "ok".into()).await;
+        if last == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// The `dlq` binary with no DLQ_* or NO_COLOR from the environment, run in the test's temp dir.
+pub fn dlq(scope: &Scope) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_dlq"));
+    for var in [
+        "DLQ_URL",
+        "DLQ_CONFIG",
+        "DLQ_OUTPUT",
+        "DLQ_MANAGEMENT_URL",
+        "NO_COLOR",
+    ] {
+        c.env_remove(var);
+    }
+    c.current_dir(scope.dir.path());
+    c.timeout(Duration::from_secs(120));
+    c
+}
+
+/// stdout of a finished command parsed as JSON.
+pub fn json_out(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
