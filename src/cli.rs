@@ -100,6 +100,24 @@ pub enum Command {
     /// Ready and consumer counts of each service's work, retry and error queues
     Stats(StatsArgs),
 
+    /// List the messages of an error queue without removing them (order and content unchanged)
+    List(ListArgs),
+
+    /// Show the message(s) at the head of a queue in full; with --pop, ask before removing each
+    Peek(PeekArgs),
+
+    /// Move matching messages back to the work queue (or --to Q); asks first
+    Replay(ReplayArgs),
+
+    /// Write messages as JSONL (appending to FILE); with --remove, ack each after it is fsynced
+    Export(ExportArgs),
+
+    /// Publish the JSONL records of FILE to a queue, with confirms; asks first
+    Import(ImportArgs),
+
+    /// Remove every message of a queue; asks first; prints how many
+    Purge(PurgeArgs),
+
     /// Print a shell completion script
     Completions(CompletionsArgs),
 }
@@ -126,6 +144,128 @@ pub struct StatsArgs {
     /// Services to show; default: every service in the config
     #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
+}
+
+/// Where messages are read from: a service's error queue, or any queue by name.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SourceArgs {
+    /// Read this service's error queue (S.error, or S-error under naming = "sneakers")
+    #[arg(value_name = "SERVICE")]
+    pub service: Option<String>,
+
+    /// Read this queue instead of a service's error queue (needs no config file)
+    #[arg(long, value_name = "Q")]
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Look at the first N messages only [default: every message]; with --filter, fewer may be shown
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// Show only messages for which this jq expression is true, e.g. '.body.tenant == "acme"'
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Count messages per distinct value of this jq expression instead, e.g. .failure.message
+    #[arg(long, value_name = "EXPR")]
+    pub group_by: Option<String>,
+
+    /// Also show quorum-queue messages close to their delivery-limit (browsing them counts toward it)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// How many messages to show from the head of the queue
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+
+    /// After showing each message, ask whether to remove it (needs a terminal, or --yes)
+    #[arg(long)]
+    pub pop: bool,
+
+    /// Append each removed message to FILE (JSONL, fsynced) before removing it
+    #[arg(long, value_name = "FILE", requires = "pop")]
+    pub save: Option<PathBuf>,
+
+    /// Also show quorum-queue messages close to their delivery-limit (browsing them counts toward it)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Send copies to this queue [default: the service's work queue, else each message's origin]
+    #[arg(long, value_name = "Q")]
+    pub to: Option<String>,
+
+    /// Replay only messages for which this jq expression is true, e.g. '.body.tenant == "acme"'
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Look at the first N messages only (those beyond are not looked at)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// At most N messages per second
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+
+    /// Show what would move, move nothing (needs no --yes)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// JSONL file to append to (created when missing, never truncated)
+    #[arg(long, value_name = "F")]
+    pub file: PathBuf,
+
+    /// Export only messages for which this jq expression is true
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Look at the first N messages only
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// Remove each exported message from the queue once its line is on disk (asks first)
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// JSONL file written by `dlq export`, `dlq list -o jsonl` or `dlq peek --save`
+    #[arg(long, value_name = "F")]
+    pub file: PathBuf,
+
+    /// Queue to publish to (through the default exchange)
+    #[arg(long, value_name = "Q")]
+    pub to: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Args)]

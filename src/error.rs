@@ -70,6 +70,8 @@ pub enum Outcome {
     PartialFailure,
     /// `topology verify` found drift, or `topology apply` hit a conflict.
     Drift,
+    /// Ctrl-C: the command finished what was in flight and reported it.
+    Interrupted,
 }
 
 /// The single place exit codes are decided (contract section 7):
@@ -80,12 +82,13 @@ pub enum Outcome {
 /// | `Ok(PartialFailure)`, `Err(Runtime)`       | 1    |
 /// | `Err(Usage)` (clap's own errors also exit 2) | 2  |
 /// | `Ok(Drift)`                                | 3    |
-/// | `Err(Interrupted)`                         | 130  |
+/// | `Ok(Interrupted)`, `Err(Interrupted)`      | 130  |
 pub fn exit_code(result: &Result<Outcome>) -> i32 {
     match result {
         Ok(Outcome::Success) => 0,
         Ok(Outcome::PartialFailure) => 1,
         Ok(Outcome::Drift) => 3,
+        Ok(Outcome::Interrupted) => 130,
         Err(Error::Runtime { .. }) => 1,
         Err(Error::Usage(_)) => 2,
         Err(Error::Interrupted(_)) => 130,
@@ -120,6 +123,7 @@ mod tests {
     #[test]
     fn interrupt_exits_130() {
         assert_eq!(exit_code(&Err(Error::Interrupted("stopped".into()))), 130);
+        assert_eq!(exit_code(&Ok(Outcome::Interrupted)), 130);
     }
 
     #[test]

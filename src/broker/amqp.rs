@@ -1,7 +1,9 @@
 //! AMQP operations on entities: passive probes and declares, each on a throwaway channel
 //! because a 404 or 406 closes the channel it happens on.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::ExchangeKind;
 
@@ -169,6 +171,15 @@ impl Broker {
             )
             .await
         })
+        .await
+    }
+
+    /// Removes every ready message; returns how many.
+    pub async fn purge_queue(&self, name: &str) -> Result<Reply<u32>> {
+        let name = short(name)?;
+        self.on_throwaway(
+            |ch| async move { ch.queue_purge(name, QueuePurgeOptions::default()).await },
+        )
         .await
     }
 }

@@ -1,7 +1,11 @@
 //! The only place that speaks to RabbitMQ: AMQP through lapin (`amqp`) and the management HTTP API (`management`).
 
 pub mod amqp;
+pub mod browse;
 pub mod management;
+pub mod publisher;
+pub mod quorum;
+pub mod reader;
 pub mod worker;
 
 use std::time::Duration;
@@ -134,6 +138,11 @@ impl Broker {
     pub async fn close(self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// The next item of a stream (lapin's `Consumer`), without a dependency just for `StreamExt::next`.
+pub async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
 }
 
 /// The reply code and text of a channel- or connection-level error from the broker.

@@ -10,7 +10,6 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::Confirmation;
-use tokio_stream_shim::next;
 
 use super::amqp::short;
 use super::Broker;
@@ -70,7 +69,7 @@ pub async fn run(
     loop {
         let delivery = tokio::select! {
             _ = &mut stop => break,
-            d = next(&mut consumer) => d,
+            d = super::next(&mut consumer) => d,
         };
         let Some(delivery) = delivery else { break };
         let delivery = delivery.map_err(|e| broker.lost(e))?;
@@ -150,16 +149,6 @@ pub async fn run(
         }
     }
     Ok(stats)
-}
-
-/// `Consumer` is a `futures::Stream`; this avoids a dependency just for `StreamExt::next`.
-mod tokio_stream_shim {
-    use std::future::poll_fn;
-    use std::pin::Pin;
-
-    pub async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
-        poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,12 @@
 //! One module per subcommand; each returns a report for the output layer and never prints.
 
+pub mod export;
+pub mod import;
+pub mod purge;
+pub mod replay;
+pub mod source;
+pub mod list;
+pub mod peek;
 pub mod stats;
 pub mod topology;
 
@@ -14,6 +21,12 @@ pub async fn run(command: Command, settings: &Settings) -> Result<Box<dyn Report
         Command::Topology(TopologyCommand::Apply(a)) => topology::apply(&a, settings).await,
         Command::Topology(TopologyCommand::Verify(a)) => topology::verify(&a, settings).await,
         Command::Stats(a) => stats::run(&a, settings).await,
+        Command::Replay(a) => replay::run(&a, settings).await,
+        Command::Export(a) => export::run(&a, settings).await,
+        Command::Import(a) => import::run(&a, settings).await,
+        Command::Purge(a) => purge::run(&a, settings).await,
+        Command::List(a) => list::run(&a, settings).await,
+        Command::Peek(a) => peek::run(&a, settings).await,
         Command::Completions(_) => {
             unreachable!("completions are generated before settings are read")
         }

@@ -1,5 +1,7 @@
 //! Renders command reports as a table (people) or JSON / JSONL (scripts); the only writer of stdout.
 
+pub mod moves;
+pub mod messages;
 mod stats;
 mod topology;
 
@@ -36,6 +38,11 @@ pub trait Report {
     fn outcome(&self) -> Outcome {
         Outcome::Success
     }
+    /// True when a sink already wrote the results to stdout while the command ran (`list`,
+    /// `peek`): `emit` then writes only the notes and the problem.
+    fn streamed(&self) -> bool {
+        false
+    }
 }
 
 pub struct Style {
@@ -66,6 +73,7 @@ pub fn emit(report: &dyn Report, settings: &Settings) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match settings.output {
+        _ if report.streamed() => {}
         OutputFormat::Table => {
             let text = report.to_table(&Style {
                 color: settings.color,

@@ -199,6 +199,39 @@ pub async fn drain(conn: &Connection, queue: &str) -> Vec<lapin::message::Delive
     out
 }
 
+/// The ready count of a queue, read over AMQP (the management API's counts lag by seconds).
+pub async fn amqp_count(queue: &str) -> u64 {
+    let conn = connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+    q.message_count() as u64
+}
+
+/// The ready count once it has stopped changing (requeues after a lost connection take a moment).
+pub async fn wait_settled(queue: &str) -> u64 {
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        let now = amqp_count(queue).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    last
+}
+
 /// The ready count of a queue, polled until it equals `want` or 10 s pass (counts lag requeues).
 pub async fn wait_for_count(queue: &str, want: u64) -> u64 {
     let mut last = u64::MAX;
@@ -255,4 +288,85 @@ pub fn json_out(out: &std::process::Output) -> Value {
 
 pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Publishes many messages with confirms pipelined (fast), then checks every confirm.
+pub async fn publish_many(
+    conn: &Connection,
+    queue: &str,
+    messages: impl IntoIterator<Item = (Vec<u8>, BasicProperties)>,
+) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut pending = std::collections::VecDeque::new();
+    for (body, props) in messages {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                props,
+            )
+            .await
+            .unwrap();
+        pending.push_back(c);
+        if pending.len() > 1000 {
+            let c = pending.pop_front().unwrap().await.unwrap();
+            assert!(
+                matches!(c, lapin::Confirmation::Ack(None)),
+                "publish to {queue} not confirmed: {c:?}"
+            );
+        }
+    }
+    for c in pending {
+        let c = c.await.unwrap();
+        assert!(
+            matches!(c, lapin::Confirmation::Ack(None)),
+            "publish to {queue} not confirmed: {c:?}"
+        );
+    }
+    let _ = ch.close(200, "ok".into()).await;
+}
+
+/// Dead-letters `n` messages into `target` through a queue whose TTL is 0, so they carry a real,
+/// broker-made x-death (reason "expired", queue `via`), the way parked messages carry one.
+pub async fn dead_letter_into(
+    conn: &Connection,
+    via: &str,
+    target: &str,
+    messages: Vec<(Vec<u8>, BasicProperties)>,
+) {
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), lapin::types::AMQPValue::LongInt(0));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        lapin::types::AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        lapin::types::AMQPValue::LongString(target.into()),
+    );
+    declare_queue(conn, via, args).await;
+    let n = messages.len() as u64;
+    let before = amqp_count(target).await;
+    publish_many(conn, via, messages).await;
+    assert_eq!(
+        wait_for_count(target, before + n).await,
+        before + n,
+        "dead-lettered into {target}"
+    );
+}
+
+pub fn message_id(d: &lapin::message::Delivery) -> String {
+    d.properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default()
 }

@@ -1,0 +1,239 @@
+//! Quorum-queue awareness: whether browsing (a nack with requeue) brings messages closer to their
+//! delivery-limit on this broker, decided from what the management API says about the queue.
+
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::Value;
+
+use super::management::Management;
+use super::BrokerUrl;
+
+/// RabbitMQ 4.0 gave every quorum queue this delivery-limit when none is configured.
+pub const DEFAULT_DELIVERY_LIMIT_4X: i64 = 20;
+
+/// A message this close to its limit is skipped: one more browse may drop or dead-letter it.
+pub const MARGIN: i64 = 2;
+
+/// What browsing this queue risks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Risk {
+    /// Browsing does not bring any message closer to being dropped.
+    None,
+    /// Each browse counts toward `limit`; messages within [`MARGIN`] of it are skipped unless forced.
+    DeliveryLimit { limit: i64, version: String },
+    /// The queue is a stream: AMQP 0-9-1 browsing with requeue does not apply.
+    Stream,
+    /// The management API could not tell (the reason, for a note).
+    Unknown(String),
+}
+
+/// `major.minor` of a RabbitMQ version string such as "4.1.2" or "4.2.0-rc.1".
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The decision table (checked against RabbitMQ's release notes, see RABBITMQ-NOTES.md):
+///
+/// | queue type | broker          | configured limit | risk |
+/// |------------|-----------------|------------------|------|
+/// | stream     | any             | -                | Stream (refused) |
+/// | not quorum | any             | -                | None |
+/// | quorum     | 4.3 or later    | -                | None (basic.nack no longer counts) |
+/// | quorum     | 4.0–4.2         | none             | DeliveryLimit 20 (the 4.0 default) |
+/// | quorum     | 4.0–4.2         | n ≥ 0            | DeliveryLimit n |
+/// | quorum     | 4.0–4.2         | negative         | None (unlimited) |
+/// | quorum     | before 4.0      | n ≥ 0            | DeliveryLimit n (every return counted) |
+/// | quorum     | before 4.0      | none / negative  | None (no default limit) |
+/// | quorum     | unknown version | as 4.0–4.2, to be safe |
+pub fn risk(queue_type: &str, version: Option<&str>, configured_limit: Option<i64>) -> Risk {
+    match queue_type {
+        "stream" => return Risk::Stream,
+        "quorum" => {}
+        _ => return Risk::None,
+    }
+    let parsed = version.and_then(parse_version);
+    let limit = match parsed {
+        Some(v) if v >= (4, 3) => None,
+        Some(v) if v < (4, 0) => configured_limit.filter(|n| *n >= 0),
+        _ => match configured_limit {
+            Some(n) if n < 0 => None,
+            Some(n) => Some(n),
+            None => Some(DEFAULT_DELIVERY_LIMIT_4X),
+        },
+    };
+    match limit {
+        Some(limit) => Risk::DeliveryLimit {
+            limit,
+            version: version.unwrap_or("unknown").to_string(),
+        },
+        None => Risk::None,
+    }
+}
+
+/// The delivery-limit configured for a queue in the management API's answer: the lower of the
+/// queue argument and the (operator) policy, as RabbitMQ applies it.
+pub fn configured_limit(queue: &Value) -> Option<i64> {
+    let from_args = queue
+        .pointer("/arguments/x-delivery-limit")
+        .and_then(Value::as_i64);
+    let from_policy = queue
+        .pointer("/effective_policy_definition/delivery-limit")
+        .and_then(Value::as_i64);
+    match (from_args, from_policy) {
+        (Some(a), Some(p)) if a >= 0 && p >= 0 => Some(a.min(p)),
+        (Some(a), Some(p)) => Some(a.max(p)),
+        (a, p) => a.or(p),
+    }
+}
+
+/// True when one more return may push a message with this `x-delivery-count` past `limit`.
+pub fn near_limit(delivery_count: Option<i64>, limit: i64) -> bool {
+    delivery_count.is_some_and(|n| n.saturating_add(MARGIN) >= limit)
+}
+
+/// The `x-delivery-count` header a quorum queue puts on redelivered messages.
+pub fn delivery_count(headers: Option<&FieldTable>) -> Option<i64> {
+    match headers?.inner().get("x-delivery-count")? {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Asks the management API (blocking: run it off the async threads) what browsing `queue` risks.
+/// lapin does not expose the server properties, so the version comes from /api/overview.
+pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Risk {
+    let api = Management::new(management_url, amqp);
+    let unusable = |why: String| {
+        Risk::Unknown(format!(
+            "management API at {} not usable ({why})",
+            api.base_url()
+        ))
+    };
+    let info = match api.queue(queue) {
+        Ok(Some(v)) => v,
+        Ok(None) => return unusable(format!("it does not know queue \"{queue}\"")),
+        Err(e) => return unusable(e.to_string()),
+    };
+    let queue_type = info
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("classic");
+    if queue_type != "quorum" {
+        return risk(queue_type, None, None);
+    }
+    let version = api.overview().ok().flatten().and_then(|o| {
+        o.get("rabbitmq_version")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    risk(queue_type, version.as_deref(), configured_limit(&info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limit(r: Risk) -> Option<i64> {
+        match r {
+            Risk::DeliveryLimit { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn versions_parse_to_major_minor() {
+        assert_eq!(parse_version("3.10.8"), Some((3, 10)));
+        assert_eq!(parse_version("4.2.0-rc.1"), Some((4, 2)));
+        assert_eq!(parse_version("4.0"), Some((4, 0)));
+        assert_eq!(parse_version("garbage"), None);
+        assert_eq!(parse_version("4"), None);
+    }
+
+    #[test]
+    fn classic_queues_are_never_at_risk() {
+        assert_eq!(risk("classic", Some("4.1.0"), Some(3)), Risk::None);
+    }
+
+    #[test]
+    fn quorum_on_4_0_to_4_2_uses_the_default_limit_of_20() {
+        for v in ["4.0.0", "4.1.5", "4.2.3"] {
+            assert_eq!(limit(risk("quorum", Some(v), None)), Some(20), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_configured_limit_wins_and_negative_means_unlimited() {
+        assert_eq!(limit(risk("quorum", Some("4.1.0"), Some(5))), Some(5));
+        assert_eq!(risk("quorum", Some("4.1.0"), Some(-1)), Risk::None);
+    }
+
+    #[test]
+    fn from_4_3_a_nack_does_not_count() {
+        assert_eq!(risk("quorum", Some("4.3.0"), Some(5)), Risk::None);
+        assert_eq!(risk("quorum", Some("5.0.0"), None), Risk::None);
+    }
+
+    #[test]
+    fn before_4_0_only_a_configured_limit_matters() {
+        assert_eq!(risk("quorum", Some("3.13.7"), None), Risk::None);
+        assert_eq!(limit(risk("quorum", Some("3.10.8"), Some(10))), Some(10));
+    }
+
+    #[test]
+    fn unknown_version_is_treated_as_the_risky_one() {
+        assert_eq!(limit(risk("quorum", None, None)), Some(20));
+    }
+
+    #[test]
+    fn streams_are_refused() {
+        assert_eq!(risk("stream", Some("4.1.0"), None), Risk::Stream);
+    }
+
+    #[test]
+    fn configured_limit_takes_the_lower_of_argument_and_policy() {
+        assert_eq!(configured_limit(&json!({})), None);
+        assert_eq!(
+            configured_limit(&json!({"arguments": {"x-delivery-limit": 7}})),
+            Some(7)
+        );
+        assert_eq!(
+            configured_limit(&json!({"arguments": {"x-delivery-limit": 7},
+                                     "effective_policy_definition": {"delivery-limit": 3}})),
+            Some(3)
+        );
+        assert_eq!(
+            configured_limit(&json!({"effective_policy_definition": {"delivery-limit": 4}})),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn near_limit_is_within_two() {
+        assert!(!near_limit(None, 20));
+        assert!(!near_limit(Some(17), 20));
+        assert!(near_limit(Some(18), 20));
+        assert!(near_limit(Some(19), 20));
+        assert!(near_limit(Some(25), 20));
+        assert!(near_limit(Some(0), 1));
+    }
+
+    #[test]
+    fn delivery_count_reads_any_integer_width() {
+        let mut t = FieldTable::default();
+        assert_eq!(delivery_count(Some(&t)), None);
+        t.insert("x-delivery-count".into(), AMQPValue::LongInt(4));
+        assert_eq!(delivery_count(Some(&t)), Some(4));
+        t.insert("x-delivery-count".into(), AMQPValue::LongLongInt(9));
+        assert_eq!(delivery_count(Some(&t)), Some(9));
+        assert_eq!(delivery_count(None), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! Reading a queue from its head without losing anything: look at no more than the messages
+//! present at the start, ack only what the caller has made safe, requeue the rest in one nack.
+
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+
+use super::amqp::{short, Reply};
+use super::{next, Broker};
+use crate::error::{Error, Result};
+
+/// How long to wait for a delivery before deciding the rest went elsewhere (another consumer).
+const IDLE: Duration = Duration::from_secs(2);
+
+pub struct QueueReader<'b> {
+    broker: &'b Broker,
+    channel: Channel,
+    consumer: Option<Consumer>,
+    pub queue: String,
+    /// Messages in the queue when reading started.
+    pub depth: u64,
+    /// How many messages will be looked at: the depth, capped by the limit.
+    pub budget: u64,
+    seen: u64,
+    max_tag: u64,
+    acked: u64,
+}
+
+impl<'b> QueueReader<'b> {
+    /// A missing queue is a runtime error naming it; it is never created.
+    pub async fn open(
+        broker: &'b Broker,
+        queue: &str,
+        limit: Option<u64>,
+    ) -> Result<QueueReader<'b>> {
+        let depth = match broker.probe_queue(queue).await? {
+            Reply::Ok(c) => c.messages as u64,
+            Reply::NotFound(_) => {
+                return Err(Error::runtime(format!(
+                    "queue \"{}\" not found on {} (check the name, or run `dlq topology apply`)",
+                    crate::util::printable(queue),
+                    broker.url.target()
+                )))
+            }
+            Reply::Refused(why) => {
+                return Err(Error::runtime(format!(
+                    "cannot read queue \"{queue}\": {why}"
+                )))
+            }
+        };
+        let budget = limit.map_or(depth, |l| l.min(depth));
+        let channel = broker.channel().await?;
+        let mut reader = QueueReader {
+            broker,
+            channel,
+            consumer: None,
+            queue: queue.to_string(),
+            depth,
+            budget,
+            seen: 0,
+            max_tag: 0,
+            acked: 0,
+        };
+        if budget > 0 {
+            // Every message looked at may stay unacked until the end, so the prefetch must hold
+            // them all: the budget when it fits basic.qos's 16 bits, else unlimited.
+            let prefetch = if budget <= u16::MAX as u64 {
+                budget as u16
+            } else {
+                0
+            };
+            reader
+                .channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| broker.lost(e))?;
+            let consumer = reader
+                .channel
+                .basic_consume(
+                    short(queue)?,
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::with_cause(format!("cannot consume from queue \"{queue}\""), e)
+                })?;
+            reader.consumer = Some(consumer);
+        }
+        Ok(reader)
+    }
+
+    /// The next message and its 1-based position, or `None` once the budget is looked at.
+    pub async fn next(&mut self) -> Result<Option<(u64, Delivery)>> {
+        if self.seen >= self.budget {
+            return Ok(None);
+        }
+        let Some(consumer) = self.consumer.as_mut() else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(IDLE, next(consumer)).await {
+            Err(_) | Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(self.broker.lost(e)),
+            Ok(Some(Ok(d))) => {
+                self.seen += 1;
+                self.max_tag = self.max_tag.max(d.delivery_tag);
+                Ok(Some((self.seen, d)))
+            }
+        }
+    }
+
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Removes one message from the queue: call only once what replaces it is safe.
+    pub async fn ack(&mut self, delivery_tag: u64) -> Result<()> {
+        self.channel
+            .basic_ack(delivery_tag, BasicAckOptions { multiple: false })
+            .await
+            .map_err(|e| self.broker.lost(e))?;
+        self.acked += 1;
+        Ok(())
+    }
+
+    /// Stops the consumer and puts every unacked message back where it was: cancel first, take in
+    /// what is still buffered, then one multiple nack with requeue.
+    pub async fn finish(mut self) -> Result<()> {
+        if let Some(mut consumer) = self.consumer.take() {
+            let tag = consumer.tag();
+            self.channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await
+                .map_err(|e| self.broker.lost(e))?;
+            while let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_millis(50), next(&mut consumer)).await
+            {
+                self.max_tag = self.max_tag.max(d.delivery_tag);
+            }
+        }
+        if self.max_tag > 0 && self.acked < self.max_tag {
+            self.channel
+                .basic_nack(
+                    self.max_tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+                .map_err(|e| self.broker.lost(e))?;
+        }
+        // Closing also returns anything unacked; the nack above keeps the order explicit.
+        let _ = self.channel.close(200, "done".into()).await;
+        Ok(())
+    }
+}

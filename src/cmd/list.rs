@@ -1,0 +1,398 @@
+//! `dlq list`: the messages of an error queue (or any queue), streamed to the output layer in
+//! queue order, filtered or grouped by jq expressions; the queue is left exactly as it was.
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::ControlFlow;
+
+use lapin::message::Delivery;
+use serde_json::Value;
+
+use crate::broker::amqp::QueueCounts;
+use crate::broker::browse::{self, Browsed, End};
+use crate::broker::quorum::{self, Risk};
+use crate::broker::Broker;
+use crate::cli::ListArgs;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::message::{to_json, MessageView};
+use crate::output::messages::{warn, MessageSink, View};
+use crate::output::Report;
+use crate::settings::Settings;
+use crate::util::printable;
+
+/// What a streaming command leaves for the end: its rows were already written by a sink.
+pub struct BrowseReport {
+    pub notes: Vec<String>,
+    /// Set when the command did not do everything asked (exit 1), e.g. the broker cancelled it.
+    pub problem: Option<String>,
+}
+
+/// `--group-by`: one row per distinct value, biggest count first.
+pub struct GroupReport {
+    pub expression: String,
+    pub groups: Vec<(Value, u64)>,
+    pub notes: Vec<String>,
+}
+
+/// Compiles a jq expression given to `flag`, before anything touches the broker.
+pub fn compile(expr: &str, flag: &str) -> Result<Filter> {
+    Filter::compile(expr).map_err(|e| {
+        Error::usage(
+            e.to_string()
+                .replacen("invalid filter", &format!("invalid {flag} expression"), 1),
+        )
+    })
+}
+
+/// Connects, checks the queue exists and what browsing it risks, and says so on stderr.
+/// Returns the broker, the queue's counts at the start, the delivery-limit to keep clear of
+/// (None: no risk, or --force) and notes for the end.
+pub async fn open_source(
+    settings: &Settings,
+    queue: &str,
+    purpose: &str,
+    force: bool,
+) -> Result<(Broker, QueueCounts, Option<i64>, Vec<String>)> {
+    let broker = Broker::connect(&settings.urls, purpose).await?;
+    // The management API answers slowly compared with AMQP; ask it while the queue is probed.
+    let (management, url, name) = (
+        settings.management_url.clone(),
+        broker.url.clone(),
+        queue.to_string(),
+    );
+    let risk = tokio::task::spawn_blocking(move || {
+        quorum::assess(management.as_deref(), &url, &name)
+    });
+    let counts = browse::open_queue(&broker, queue).await?;
+    let risk = risk
+        .await
+        .unwrap_or_else(|e| Risk::Unknown(format!("internal error: {e}")));
+    let shown = printable(queue);
+    let mut notes = Vec::new();
+    let keep_clear_of = match risk {
+        Risk::None => None,
+        Risk::Stream => {
+            return Err(Error::runtime(format!(
+                "queue \"{shown}\" is a stream; dlq browses classic and quorum queues"
+            )))
+        }
+        Risk::Unknown(why) => {
+            notes.push(format!(
+                "could not tell whether \"{shown}\" is a quorum queue ({why}); on RabbitMQ 4.0–4.2 browsing a quorum queue counts toward its delivery-limit"
+            ));
+            None
+        }
+        Risk::DeliveryLimit { limit, version } => {
+            let near = limit - quorum::MARGIN;
+            if force {
+                warn(settings, &format!(
+                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); with --force, messages with x-delivery-count {near} or more are shown too and may be dropped or dead-lettered"
+                ));
+                None
+            } else {
+                warn(settings, &format!(
+                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); messages with x-delivery-count {near} or more are skipped (--force shows them)"
+                ));
+                Some(limit)
+            }
+        }
+    };
+    if counts.consumers > 0 {
+        notes.push(format!(
+            "\"{shown}\" has {} other consumer(s): messages they hold are not shown",
+            counts.consumers
+        ));
+    }
+    Ok((broker, counts, keep_clear_of, notes))
+}
+
+/// Decides, per delivery, whether it is shown, and counts what was left out and why.
+pub struct Selection {
+    pub filter: Option<Filter>,
+    /// Skip messages within `quorum::MARGIN` of this delivery-limit.
+    pub keep_clear_of: Option<i64>,
+    pub filter_failures: u64,
+    pub first_failure: Option<String>,
+    pub skipped_near_limit: u64,
+    pub matched: u64,
+}
+
+impl Selection {
+    pub fn new(filter: Option<Filter>, keep_clear_of: Option<i64>) -> Selection {
+        Selection {
+            filter,
+            keep_clear_of,
+            filter_failures: 0,
+            first_failure: None,
+            skipped_near_limit: 0,
+            matched: 0,
+        }
+    }
+
+    /// The contract object of a delivery when it is to be shown.
+    pub fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Value> {
+        if let Some(limit) = self.keep_clear_of {
+            let count = quorum::delivery_count(d.properties.headers().as_ref());
+            if quorum::near_limit(count, limit) {
+                self.skipped_near_limit += 1;
+                return None;
+            }
+        }
+        let message = to_json(&MessageView {
+            position,
+            queue,
+            exchange: d.exchange.as_str(),
+            routing_key: d.routing_key.as_str(),
+            redelivered: d.redelivered,
+            properties: &d.properties,
+            body: &d.data,
+        });
+        if let Some(filter) = &self.filter {
+            match filter.matches(&message) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(why) => {
+                    self.filter_failures += 1;
+                    self.first_failure.get_or_insert(why);
+                    return None;
+                }
+            }
+        }
+        self.matched += 1;
+        Some(message)
+    }
+
+    /// Notes on what was left out, for the end of the run.
+    pub fn notes(&self, read: u64) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.filter.is_some() {
+            notes.push(format!(
+                "{} of {read} messages matched the filter",
+                self.matched
+            ));
+        }
+        if self.filter_failures > 0 {
+            notes.push(format!(
+                "the filter failed on {} message(s), counted as no match; first error: {}",
+                self.filter_failures,
+                self.first_failure.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if self.skipped_near_limit > 0 {
+            notes.push(format!(
+                "skipped {} message(s) close to their delivery-limit; pass --force to show them",
+                self.skipped_near_limit
+            ));
+        }
+        notes
+    }
+}
+
+/// What the end of a browse means for the user: notes, a problem (exit 1) or an interruption.
+pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Option<String>)> {
+    let shown = printable(queue);
+    let mut notes = Vec::new();
+    let mut problem = None;
+    match b.end {
+        End::Done if b.depth == 0 => notes.push(format!("queue \"{shown}\" is empty")),
+        End::Done | End::Stopped => {}
+        End::Idle => notes.push(format!(
+            "read {} of {target} messages: nothing more arrived for {} s (another consumer may hold the rest)",
+            b.read,
+            browse::IDLE.as_secs()
+        )),
+        End::Cancelled => {
+            problem = Some(format!(
+                "the broker cancelled the read of \"{shown}\" after {} messages (was the queue deleted?)",
+                b.read
+            ))
+        }
+        End::Interrupted => {
+            return Err(Error::Interrupted(format!(
+                "interrupted after {} messages; every message is back in \"{shown}\", in its place",
+                b.read
+            )))
+        }
+    }
+    Ok((notes, problem))
+}
+
+/// A write error on stdout: a closed pipe (`| head`) just ends the listing.
+pub fn output_error(e: io::Error) -> Result<()> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Error::runtime(format!(
+            "cannot write to stdout: {}",
+            crate::util::io_reason(&e)
+        )))
+    }
+}
+
+pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+    let queue = super::source::resolve(&a.source, settings)?.queue;
+    let filter = a
+        .filter
+        .as_deref()
+        .map(|f| compile(f, "--filter"))
+        .transpose()?;
+    let group_by = a
+        .group_by
+        .as_deref()
+        .map(|g| compile(g, "--group-by"))
+        .transpose()?;
+    let (broker, counts, keep_clear_of, mut notes) =
+        open_source(settings, &queue, "list", a.force).await?;
+    let target = a
+        .limit
+        .map_or(u64::from(counts.messages), |l| l.min(u64::from(counts.messages)));
+    let mut selection = Selection::new(filter, keep_clear_of);
+    let result = match (&group_by, a.group_by.as_deref()) {
+        (Some(expr), Some(text)) => {
+            let mut groups = Groups::default();
+            let browsed = browse::browse(&broker, &queue, counts.messages, a.limit, |pos, d| {
+                if let Some(m) = selection.select(&queue, pos, d) {
+                    groups.add(expr, &m);
+                }
+                ControlFlow::Continue(())
+            })
+            .await;
+            broker.close().await;
+            let browsed = browsed?;
+            let (end_notes, problem) = ending(&queue, &browsed, target)?;
+            notes.extend(selection.notes(browsed.read));
+            notes.extend(groups.notes());
+            notes.extend(end_notes);
+            if let Some(p) = problem {
+                return Err(Error::runtime(p));
+            }
+            Box::new(GroupReport {
+                expression: text.to_string(),
+                groups: groups.into_sorted(),
+                notes,
+            }) as Box<dyn Report>
+        }
+        _ => {
+            let mut sink = MessageSink::new(settings, View::Row);
+            let mut write_error = None;
+            let browsed = browse::browse(&broker, &queue, counts.messages, a.limit, |pos, d| {
+                match selection.select(&queue, pos, d) {
+                    Some(m) => match sink.push(&m) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(e) => {
+                            write_error = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    },
+                    None => ControlFlow::Continue(()),
+                }
+            })
+            .await;
+            broker.close().await;
+            let finished = match write_error {
+                Some(e) => Err(e),
+                None => sink.finish(),
+            };
+            let browsed = browsed?;
+            finished.or_else(output_error)?;
+            let (end_notes, problem) = ending(&queue, &browsed, target)?;
+            notes.extend(selection.notes(browsed.read));
+            notes.extend(end_notes);
+            Box::new(BrowseReport { notes, problem })
+        }
+    };
+    Ok(result)
+}
+
+/// Counts per distinct value; memory grows with the number of distinct values, not messages.
+#[derive(Default)]
+struct Groups {
+    /// Compact JSON text of a value → its index in `rows`, which keep first-seen order for ties.
+    index: HashMap<String, usize>,
+    rows: Vec<(Value, u64)>,
+    failures: u64,
+    first_failure: Option<String>,
+}
+
+impl Groups {
+    fn add(&mut self, expr: &Filter, message: &Value) {
+        let value = match expr.first_value(message) {
+            Ok(v) => v.unwrap_or(Value::Null),
+            Err(why) => {
+                self.failures += 1;
+                self.first_failure.get_or_insert(why);
+                return;
+            }
+        };
+        let key = value.to_string();
+        match self.index.get(&key) {
+            Some(&i) => self.rows[i].1 += 1,
+            None => {
+                self.index.insert(key, self.rows.len());
+                self.rows.push((value, 1));
+            }
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        if self.failures == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "the --group-by expression failed on {} message(s), not counted; first error: {}",
+            self.failures,
+            self.first_failure.as_deref().unwrap_or("unknown")
+        )]
+    }
+
+    /// Biggest count first; equal counts keep the order in which their values first appeared.
+    fn into_sorted(mut self) -> Vec<(Value, u64)> {
+        self.rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+        self.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn groups_are_counted_biggest_first_ties_in_first_seen_order() {
+        let expr = Filter::compile(".failure.message").unwrap_or_else(|e| panic!("{e}"));
+        let mut g = Groups::default();
+        for m in ["b", "a", "a", "c", "b", "a"] {
+            g.add(&expr, &json!({"failure": {"message": m}}));
+        }
+        g.add(&expr, &json!({}));
+        assert_eq!(
+            g.into_sorted(),
+            vec![
+                (json!("a"), 3),
+                (json!("b"), 2),
+                (json!("c"), 1),
+                (Value::Null, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn group_by_failures_are_counted_not_grouped() {
+        let expr = Filter::compile(r#".x | test("y")"#).unwrap_or_else(|e| panic!("{e}"));
+        let mut g = Groups::default();
+        g.add(&expr, &json!({"x": 1}));
+        g.add(&expr, &json!({"x": "y"}));
+        assert_eq!(g.failures, 1);
+        assert_eq!(g.into_sorted(), vec![(json!(true), 1)]);
+    }
+
+    #[test]
+    fn compile_errors_name_the_flag_and_keep_the_caret() {
+        let Err(Error::Usage(text)) = compile(".a ==", "--group-by") else {
+            panic!("compiled");
+        };
+        assert!(text.starts_with("invalid --group-by expression: "), "{text}");
+        assert!(text.contains('^'), "{text}");
+    }
+}

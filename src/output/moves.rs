@@ -1,0 +1,267 @@
+//! Summaries of the commands that move or remove messages: replay, export, import, purge.
+
+use serde_json::{json, Value};
+
+use super::{new_table, Report, Style};
+use crate::cmd::export::ExportReport;
+use crate::cmd::import::ImportReport;
+use crate::cmd::purge::PurgeReport;
+use crate::cmd::replay::ReplayReport;
+use crate::error::Outcome;
+use crate::sanitize::for_terminal;
+
+/// The rows a dry run or a confirmation shows: a few of the messages and where they would go.
+pub fn preview_text(r: &ReplayReport) -> String {
+    let c = r.counts;
+    let mut text = format!(
+        "{} of {} message(s) looked at in \"{}\" would go to {} ({} kept{})",
+        c.replayed,
+        c.replayed + c.kept + c.failed,
+        for_terminal(&r.source),
+        for_terminal(&r.destination.describe()),
+        c.kept,
+        if c.failed > 0 {
+            format!(", {} without a destination", c.failed)
+        } else {
+            String::new()
+        }
+    );
+    if !r.preview.is_empty() {
+        let mut t = new_table(&["POSITION", "MESSAGE ID", "DESTINATION"]);
+        for p in &r.preview {
+            let dest = match (&p.destination, &p.failure) {
+                (Some(d), _) => d.clone(),
+                (None, Some(why)) => format!("- ({why})"),
+                (None, None) => "-".into(),
+            };
+            t.add_row(vec![
+                p.position.to_string(),
+                for_terminal(p.message_id.as_deref().unwrap_or("-")),
+                for_terminal(&dest),
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&t.to_string());
+    }
+    text
+}
+
+impl Report for ReplayReport {
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "replayed": self.counts.replayed,
+            "kept": self.counts.kept,
+            "failed": self.counts.failed,
+        });
+        if self.dry_run {
+            v["dry_run"] = json!(true);
+            v["preview"] = json!(self.preview);
+        }
+        v
+    }
+
+    fn to_table(&self, _style: &Style) -> String {
+        let c = self.counts;
+        if self.dry_run {
+            return format!("dry run, nothing moved: {}", preview_text(self));
+        }
+        if self.declined {
+            return "nothing replayed".to_string();
+        }
+        let rate = if self.seconds > 0.0 && c.replayed > 0 {
+            format!(
+                " in {:.1} s ({:.0} msg/s)",
+                self.seconds,
+                c.replayed as f64 / self.seconds
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "replayed {}, kept {}, failed {}{rate}",
+            c.replayed, c.kept, c.failed
+        )
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.filter_errors > 0 {
+            notes.push(format!(
+                "the filter failed on {} message(s); they counted as no match",
+                self.filter_errors
+            ));
+        }
+        if !self.dry_run && !self.declined && !self.preview.is_empty() {
+            for p in &self.preview {
+                if let Some(why) = &p.failure {
+                    notes.push(format!(
+                        "message at position {} kept: {}",
+                        p.position,
+                        for_terminal(why)
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.interrupted {
+            return Some(format!(
+                "interrupted: replayed {}, kept {}, failed {}; what was in flight was confirmed first",
+                self.counts.replayed, self.counts.kept, self.counts.failed
+            ));
+        }
+        if let Some(p) = &self.problem {
+            return Some(format!("replay stopped: {p}"));
+        }
+        (self.counts.failed > 0 && !self.dry_run).then(|| {
+            format!(
+                "{} message(s) could not be replayed and were kept",
+                self.counts.failed
+            )
+        })
+    }
+
+    fn outcome(&self) -> Outcome {
+        ReplayReport::outcome(self)
+    }
+}
+
+impl Report for ExportReport {
+    fn to_json(&self) -> Value {
+        json!({
+            "file": self.file.display().to_string(),
+            "queue": self.queue,
+            "exported": self.exported,
+            "removed": self.removed,
+            "kept": self.kept,
+        })
+    }
+
+    fn to_table(&self, _style: &Style) -> String {
+        if self.declined {
+            return "nothing exported".into();
+        }
+        format!(
+            "exported {} message(s) from \"{}\" to {}{}, kept {}",
+            self.exported,
+            for_terminal(&self.queue),
+            self.file.display(),
+            if self.remove {
+                format!(" (removed {})", self.removed)
+            } else {
+                String::new()
+            },
+            self.kept
+        )
+    }
+
+    fn notes(&self) -> Vec<String> {
+        if self.filter_errors > 0 {
+            vec![format!(
+                "the filter failed on {} message(s); they counted as no match",
+                self.filter_errors
+            )]
+        } else {
+            vec![]
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        ExportReport::outcome(self)
+    }
+}
+
+impl Report for ImportReport {
+    fn to_json(&self) -> Value {
+        json!({ "file": self.file.display().to_string(), "queue": self.queue, "imported": self.imported })
+    }
+
+    fn to_table(&self, _style: &Style) -> String {
+        if self.declined {
+            return "nothing imported".into();
+        }
+        format!(
+            "imported {} message(s) into \"{}\"",
+            self.imported,
+            for_terminal(&self.queue)
+        )
+    }
+
+    fn outcome(&self) -> Outcome {
+        ImportReport::outcome(self)
+    }
+}
+
+impl Report for PurgeReport {
+    fn to_json(&self) -> Value {
+        json!({ "queue": self.queue, "purged": self.purged })
+    }
+
+    fn to_table(&self, _style: &Style) -> String {
+        if self.declined {
+            return "nothing purged".into();
+        }
+        format!(
+            "purged {} message(s) from \"{}\"",
+            self.purged,
+            for_terminal(&self.queue)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::replay::{Counts, Destination};
+
+    fn report() -> ReplayReport {
+        ReplayReport {
+            source: "billing.error".into(),
+            destination: Destination::Queue("billing".into()),
+            counts: Counts {
+                replayed: 30,
+                kept: 70,
+                failed: 0,
+            },
+            dry_run: false,
+            declined: false,
+            preview: vec![],
+            problem: None,
+            filter_errors: 0,
+            interrupted: false,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn replay_summary_is_the_contract_sentence_and_object() {
+        let r = report();
+        assert_eq!(
+            r.to_table(&Style { color: false }),
+            "replayed 30, kept 70, failed 0"
+        );
+        assert_eq!(
+            r.to_json(),
+            json!({"replayed": 30, "kept": 70, "failed": 0})
+        );
+        assert_eq!(Report::outcome(&r), Outcome::Success);
+    }
+
+    #[test]
+    fn any_failed_message_exits_1() {
+        let mut r = report();
+        r.counts.failed = 1;
+        assert_eq!(Report::outcome(&r), Outcome::PartialFailure);
+        assert!(r.problem().unwrap().contains("1 message(s)"));
+    }
+
+    #[test]
+    fn interruption_exits_130_with_the_counts() {
+        let mut r = report();
+        r.interrupted = true;
+        assert_eq!(Report::outcome(&r), Outcome::Interrupted);
+        assert!(r.problem().unwrap().contains("replayed 30"));
+    }
+}
