@@ -67,7 +67,10 @@ impl<'b> ConfirmedPublisher<'b> {
             .map_err(|e| self.broker.lost(e))?;
         self.in_flight.push_back((key, confirm));
         let mut settled = Vec::new();
-        while self.in_flight.len() >= WINDOW {
+        // Settle half the window at a time: the caller acks a batch with one multiple ack.
+        while self.in_flight.len() >= WINDOW
+            || (!settled.is_empty() && self.in_flight.len() > WINDOW / 2)
+        {
             settled.push(self.settle_one().await?);
         }
         Ok(settled)

@@ -38,6 +38,17 @@ impl<'b> QueueReader<'b> {
         queue: &str,
         limit: Option<u64>,
     ) -> Result<QueueReader<'b>> {
+        Self::open_with(broker, queue, limit, None).await
+    }
+
+    /// `prefetch_cap`: for callers that ack (or stop at) every message they look at, so no message
+    /// stays unacked to fill the window; it bounds what the broker pushes ahead, and so memory.
+    pub async fn open_with(
+        broker: &'b Broker,
+        queue: &str,
+        limit: Option<u64>,
+        prefetch_cap: Option<u16>,
+    ) -> Result<QueueReader<'b>> {
         let depth = match broker.probe_queue(queue).await? {
             Reply::Ok(c) => c.messages as u64,
             Reply::NotFound(_) => {
@@ -69,10 +80,10 @@ impl<'b> QueueReader<'b> {
         if budget > 0 {
             // Every message looked at may stay unacked until the end, so the prefetch must hold
             // them all: the budget when it fits basic.qos's 16 bits, else unlimited.
-            let prefetch = if budget <= u16::MAX as u64 {
-                budget as u16
-            } else {
-                0
+            let prefetch = match prefetch_cap {
+                Some(cap) => cap.min(budget.min(u16::MAX as u64) as u16),
+                None if budget <= u16::MAX as u64 => budget as u16,
+                None => 0,
             };
             reader
                 .channel
@@ -113,6 +124,17 @@ impl<'b> QueueReader<'b> {
                 Ok(Some((self.seen, d)))
             }
         }
+    }
+
+    /// Removes every unacked message up to `delivery_tag` (`count` of them) in one frame; call
+    /// only when each of them is safe to remove.
+    pub async fn ack_up_to(&mut self, delivery_tag: u64, count: u64) -> Result<()> {
+        self.channel
+            .basic_ack(delivery_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| self.broker.lost(e))?;
+        self.acked += count;
+        Ok(())
     }
 
     pub fn seen(&self) -> u64 {

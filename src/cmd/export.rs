@@ -87,11 +87,15 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
         declined: false,
         remove: a.remove,
     };
-    let mut reader = QueueReader::open(&broker, &source.queue, a.limit).await?;
     if consent == Some(ui::Consent::Ask) {
+        // Ask before consuming: a prompt left open must not hold deliveries (consumer timeout).
+        let depth = match broker.probe_queue(&source.queue).await? {
+            crate::broker::amqp::Reply::Ok(c) => c.messages as u64,
+            _ => 0,
+        };
         let question = format!(
             "Write up to {} message(s) of \"{}\"{} to {} and remove them from the queue?",
-            reader.budget,
+            a.limit.map_or(depth, |l| l.min(depth)),
             source.queue,
             if filter.is_some() {
                 " that match the filter"
@@ -101,12 +105,12 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
             a.file.display()
         );
         if !ui::confirm(ui::Consent::Ask, &question)? {
-            reader.finish().await?;
             broker.close().await;
             report.declined = true;
             return Ok(Box::new(report));
         }
     }
+    let mut reader = QueueReader::open(&broker, &source.queue, a.limit).await?;
     let bar = ui::progress(settings, reader.budget, "exporting");
     let result = export(
         &mut reader,

@@ -310,8 +310,13 @@ async fn move_messages(
     origins: &mut Origins,
     report: &mut ReplayReport,
 ) -> Result<()> {
-    let mut reader = QueueReader::open(broker, queue, a.limit).await?;
+    // With one destination and no filter every message looked at is replayed or stops the run,
+    // so none waits unacked and the prefetch can be small; otherwise it must hold the kept ones.
+    let cap = (filter.is_none() && matches!(report.destination, Destination::Queue(_)))
+        .then_some((2 * crate::broker::publisher::WINDOW) as u16);
+    let mut reader = QueueReader::open_with(broker, queue, a.limit, cap).await?;
     let mut publisher = ConfirmedPublisher::open(broker).await?;
+    let mut stays = Stays::default();
     let bar = ui::progress(settings, reader.budget, "replaying");
     let pace = a.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let started = tokio::time::Instant::now();
@@ -331,12 +336,14 @@ async fn move_messages(
         bar.inc(1);
         if !selected(filter, queue, pos, &d, &mut report.filter_errors) {
             report.counts.kept += 1;
+            stays.add(d.delivery_tag);
             continue;
         }
         let target = match route(broker, &report.destination, &d, origins).await? {
             Ok(q) => q,
             Err(why) => {
                 report.counts.failed += 1;
+                stays.add(d.delivery_tag);
                 if report.preview.len() < PREVIEW_ROWS {
                     report.preview.push(preview_row(pos, &d, None, Some(why)));
                 }
@@ -354,26 +361,60 @@ async fn move_messages(
             .publish(d.delivery_tag, &target, &d.data, props)
             .await?;
         published += 1;
-        apply_settled(settled, &mut reader, report).await?;
+        apply_settled(settled, &mut reader, report, &mut stays).await?;
     }
     let settled = publisher.flush().await?;
-    apply_settled(settled, &mut reader, report).await?;
+    apply_settled(settled, &mut reader, report, &mut stays).await?;
     bar.finish_and_clear();
     publisher.close().await;
     reader.finish().await
 }
 
+/// The lowest delivery tag that must stay in the queue (kept, failed): a multiple ack may only
+/// cover tags below it.
+#[derive(Default)]
+struct Stays(Option<u64>);
+
+impl Stays {
+    fn add(&mut self, tag: u64) {
+        self.0 = Some(self.0.map_or(tag, |t| t.min(tag)));
+    }
+}
+
+/// Acks the sources of confirmed copies. Confirms settle in publish order, which is delivery-tag
+/// order, so every delivery below the batch's highest confirmed tag is settled: when none of them
+/// must stay, one multiple ack covers the batch.
 async fn apply_settled(
     settled: Vec<Settled>,
     reader: &mut QueueReader<'_>,
     report: &mut ReplayReport,
+    stays: &mut Stays,
 ) -> Result<()> {
+    for s in &settled {
+        if let Settled::Returned(tag, _) | Settled::Nacked(tag) = s {
+            stays.add(*tag);
+        }
+    }
+    let confirmed: Vec<u64> = settled
+        .iter()
+        .filter_map(|s| match s {
+            Settled::Confirmed(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    if let Some(&highest) = confirmed.iter().max() {
+        if stays.0.is_none_or(|low| highest < low) {
+            reader.ack_up_to(highest, confirmed.len() as u64).await?;
+        } else {
+            for tag in &confirmed {
+                reader.ack(*tag).await?;
+            }
+        }
+        report.counts.replayed += confirmed.len() as u64;
+    }
     for s in settled {
         match s {
-            Settled::Confirmed(tag) => {
-                reader.ack(tag).await?;
-                report.counts.replayed += 1;
-            }
+            Settled::Confirmed(_) => {}
             Settled::Returned(_, reason) => {
                 report.counts.failed += 1;
                 report.problem.get_or_insert(format!(
