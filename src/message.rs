@@ -17,6 +17,21 @@ pub struct MessageView<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> MessageView<'a> {
+    /// A delivery read from `queue` at 1-based `position`.
+    pub fn from_delivery(queue: &'a str, position: u64, d: &'a lapin::message::Delivery) -> Self {
+        MessageView {
+            position,
+            queue,
+            exchange: d.exchange.as_str(),
+            routing_key: d.routing_key.as_str(),
+            redelivered: d.redelivered,
+            properties: &d.properties,
+            body: &d.data,
+        }
+    }
+}
+
 /// The contract object, keys in the contract's order.
 pub fn to_json(m: &MessageView) -> Value {
     let headers = m.properties.headers().as_ref();

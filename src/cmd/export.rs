@@ -5,8 +5,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use lapin::message::Delivery;
-
 use super::source::resolve;
 use crate::broker::reader::QueueReader;
 use crate::broker::Broker;
@@ -145,7 +143,7 @@ async fn export(
     let queue = reader.queue.clone();
     while let Some((pos, d)) = reader.next().await? {
         bar.inc(1);
-        let json = to_json(&view(&queue, pos, &d));
+        let json = to_json(&MessageView::from_delivery(&queue, pos, &d));
         let matched = match filter {
             None => true,
             Some(f) => f.matches(&json).unwrap_or_else(|_| {
@@ -188,16 +186,4 @@ async fn commit(
     }
     pending.clear();
     Ok(())
-}
-
-fn view<'a>(queue: &'a str, position: u64, d: &'a Delivery) -> MessageView<'a> {
-    MessageView {
-        position,
-        queue,
-        exchange: d.exchange.as_str(),
-        routing_key: d.routing_key.as_str(),
-        redelivered: d.redelivered,
-        properties: &d.properties,
-        body: &d.data,
-    }
 }

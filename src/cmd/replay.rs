@@ -204,18 +204,6 @@ impl Origins {
     }
 }
 
-fn view<'a>(queue: &'a str, position: u64, d: &'a Delivery) -> MessageView<'a> {
-    MessageView {
-        position,
-        queue,
-        exchange: d.exchange.as_str(),
-        routing_key: d.routing_key.as_str(),
-        redelivered: d.redelivered,
-        properties: &d.properties,
-        body: &d.data,
-    }
-}
-
 /// The filter's verdict; a run-time error is no match, counted.
 fn selected(
     filter: Option<&Filter>,
@@ -225,7 +213,7 @@ fn selected(
     errors: &mut u64,
 ) -> bool {
     let Some(f) = filter else { return true };
-    match f.matches(&to_json(&view(queue, position, d))) {
+    match f.matches(&to_json(&MessageView::from_delivery(queue, position, d))) {
         Ok(m) => m,
         Err(_) => {
             *errors += 1;
