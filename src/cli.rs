@@ -70,7 +70,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_color: bool,
 
-    /// Management HTTP API for `topology verify` [default: http://<amqp host>:15672, AMQP credentials]
+    /// Management HTTP API (topology verify; queue type and version checks of list and peek)
+    /// [default: http://<amqp host>:15672, with the AMQP credentials]
     #[arg(
         long,
         global = true,
@@ -176,7 +177,7 @@ pub struct ListArgs {
     #[arg(long, value_name = "EXPR")]
     pub group_by: Option<String>,
 
-    /// Also show quorum-queue messages close to their delivery-limit (browsing them counts toward it)
+    /// Read on past quorum-queue messages close to their delivery-limit (each browse counts toward it)
     #[arg(long)]
     pub force: bool,
 }
@@ -198,7 +199,7 @@ pub struct PeekArgs {
     #[arg(long, value_name = "FILE", requires = "pop")]
     pub save: Option<PathBuf>,
 
-    /// Also show quorum-queue messages close to their delivery-limit (browsing them counts toward it)
+    /// Read on past quorum-queue messages close to their delivery-limit (each browse counts toward it)
     #[arg(long)]
     pub force: bool,
 }

@@ -173,6 +173,13 @@ fn connect_reason(e: &lapin::Error, url: &BrokerUrl) -> String {
                 "connection refused at {}:{} (is RabbitMQ running there?)",
                 url.host, url.port
             ),
+            // rustls reports a handshake with a plain-AMQP port as a corrupt or invalid message.
+            _ if url.tls && io.to_string().to_lowercase().contains("message") => format!(
+                "TLS handshake failed at {}:{} ({}); is that an amqps port (usually 5671)?",
+                url.host,
+                url.port,
+                crate::util::io_reason(io)
+            ),
             _ => format!("{} ({}:{})", crate::util::io_reason(io), url.host, url.port),
         };
     }

@@ -10,7 +10,7 @@ use super::BrokerUrl;
 /// RabbitMQ 4.0 gave every quorum queue this delivery-limit when none is configured.
 pub const DEFAULT_DELIVERY_LIMIT_4X: i64 = 20;
 
-/// A message this close to its limit is skipped: one more browse may drop or dead-letter it.
+/// Reading stops at a message this close to its limit: a few more browses may drop or dead-letter it.
 pub const MARGIN: i64 = 2;
 
 /// What browsing this queue risks.
@@ -18,7 +18,7 @@ pub const MARGIN: i64 = 2;
 pub enum Risk {
     /// Browsing does not bring any message closer to being dropped.
     None,
-    /// Each browse counts toward `limit`; messages within [`MARGIN`] of it are skipped unless forced.
+    /// Each browse counts toward `limit`; reading stops at a message within [`MARGIN`] of it unless forced.
     DeliveryLimit { limit: i64, version: String },
     /// The queue is a stream: AMQP 0-9-1 browsing with requeue does not apply.
     Stream,

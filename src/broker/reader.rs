@@ -180,6 +180,12 @@ impl<'b> QueueReader<'b> {
         }
         // Closing also returns anything unacked; the nack above keeps the order explicit.
         let _ = self.channel.close(200, "done".into()).await;
+        // The broker requeues in batches: wait until the count is back, so that a command run
+        // right after this one sees every message that stayed.
+        if self.max_tag > self.acked {
+            let stayed = self.depth.saturating_sub(self.acked).min(u32::MAX as u64) as u32;
+            super::browse::settle(self.broker, &self.queue, stayed).await?;
+        }
         Ok(())
     }
 }

@@ -38,12 +38,16 @@ pub struct GroupReport {
 /// Compiles a jq expression given to `flag`, before anything touches the broker.
 pub fn compile(expr: &str, flag: &str) -> Result<Filter> {
     Filter::compile(expr).map_err(|e| {
-        Error::usage(
-            e.to_string()
-                .replacen("invalid filter", &format!("invalid {flag} expression"), 1),
-        )
+        Error::usage(e.to_string().replacen(
+            "invalid filter",
+            &format!("invalid {flag} expression"),
+            1,
+        ))
     })
 }
+
+/// How long a browse waits for the management API's word on the queue type before going on.
+const MANAGEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Connects, checks the queue exists and what browsing it risks, and says so on stderr.
 /// Returns the broker, the queue's counts at the start, the delivery-limit to keep clear of
@@ -56,18 +60,26 @@ pub async fn open_source(
 ) -> Result<(Broker, QueueCounts, Option<i64>, Vec<String>)> {
     let broker = Broker::connect(&settings.urls, purpose).await?;
     // The management API answers slowly compared with AMQP; ask it while the queue is probed.
+    // A plain thread, not spawn_blocking: when the API does not answer, dlq goes on without it
+    // and must not wait for the thread when it exits.
     let (management, url, name) = (
         settings.management_url.clone(),
         broker.url.clone(),
         queue.to_string(),
     );
-    let risk = tokio::task::spawn_blocking(move || {
-        quorum::assess(management.as_deref(), &url, &name)
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(quorum::assess(management.as_deref(), &url, &name));
     });
     let counts = browse::open_queue(&broker, queue).await?;
-    let risk = risk
-        .await
-        .unwrap_or_else(|e| Risk::Unknown(format!("internal error: {e}")));
+    let risk = match tokio::time::timeout(MANAGEMENT_WAIT, rx).await {
+        Ok(Ok(risk)) => risk,
+        Ok(Err(_)) => Risk::Unknown("internal error: the management check stopped".into()),
+        Err(_) => Risk::Unknown(format!(
+            "management API: no answer within {} s",
+            MANAGEMENT_WAIT.as_secs()
+        )),
+    };
     let shown = printable(queue);
     let mut notes = Vec::new();
     let keep_clear_of = match risk {
@@ -87,12 +99,12 @@ pub async fn open_source(
             let near = limit - quorum::MARGIN;
             if force {
                 warn(settings, &format!(
-                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); with --force, messages with x-delivery-count {near} or more are shown too and may be dropped or dead-lettered"
+                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); with --force, messages with x-delivery-count {near} or more are read too and may be dropped or dead-lettered"
                 ));
                 None
             } else {
                 warn(settings, &format!(
-                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); messages with x-delivery-count {near} or more are skipped (--force shows them)"
+                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); messages are read one at a time and reading stops at the first with x-delivery-count {near} or more (--force reads on)"
                 ));
                 Some(limit)
             }
@@ -107,47 +119,27 @@ pub async fn open_source(
     Ok((broker, counts, keep_clear_of, notes))
 }
 
-/// Decides, per delivery, whether it is shown, and counts what was left out and why.
+/// Decides, per delivery, whether it is shown, and counts what the filter left out and why.
 pub struct Selection {
     pub filter: Option<Filter>,
-    /// Skip messages within `quorum::MARGIN` of this delivery-limit.
-    pub keep_clear_of: Option<i64>,
     pub filter_failures: u64,
     pub first_failure: Option<String>,
-    pub skipped_near_limit: u64,
     pub matched: u64,
 }
 
 impl Selection {
-    pub fn new(filter: Option<Filter>, keep_clear_of: Option<i64>) -> Selection {
+    pub fn new(filter: Option<Filter>) -> Selection {
         Selection {
             filter,
-            keep_clear_of,
             filter_failures: 0,
             first_failure: None,
-            skipped_near_limit: 0,
             matched: 0,
         }
     }
 
     /// The contract object of a delivery when it is to be shown.
     pub fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Value> {
-        if let Some(limit) = self.keep_clear_of {
-            let count = quorum::delivery_count(d.properties.headers().as_ref());
-            if quorum::near_limit(count, limit) {
-                self.skipped_near_limit += 1;
-                return None;
-            }
-        }
-        let message = to_json(&MessageView {
-            position,
-            queue,
-            exchange: d.exchange.as_str(),
-            routing_key: d.routing_key.as_str(),
-            redelivered: d.redelivered,
-            properties: &d.properties,
-            body: &d.data,
-        });
+        let message = to_json(&MessageView::from_delivery(queue, position, d));
         if let Some(filter) = &self.filter {
             match filter.matches(&message) {
                 Ok(true) => {}
@@ -163,7 +155,7 @@ impl Selection {
         Some(message)
     }
 
-    /// Notes on what was left out, for the end of the run.
+    /// Notes on what the filter left out, for the end of the run.
     pub fn notes(&self, read: u64) -> Vec<String> {
         let mut notes = Vec::new();
         if self.filter.is_some() {
@@ -179,14 +171,17 @@ impl Selection {
                 self.first_failure.as_deref().unwrap_or("unknown")
             ));
         }
-        if self.skipped_near_limit > 0 {
-            notes.push(format!(
-                "skipped {} message(s) close to their delivery-limit; pass --force to show them",
-                self.skipped_near_limit
-            ));
-        }
         notes
     }
+}
+
+/// Why reading stopped at a message close to its delivery-limit (exit 1: the listing is partial).
+pub fn near_limit_problem(queue: &str, position: u64, delivery_count: i64) -> String {
+    format!(
+        "stopped at message {position} of \"{}\": its x-delivery-count is {delivery_count}, within {} of the delivery-limit, so browsing it again could drop it; nothing behind it was read (--force reads on; `dlq export --remove` or `dlq replay` move messages out)",
+        printable(queue),
+        quorum::MARGIN
+    )
 }
 
 /// What the end of a browse means for the user: notes, a problem (exit 1) or an interruption.
@@ -197,6 +192,14 @@ pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Opt
     match b.end {
         End::Done if b.depth == 0 => notes.push(format!("queue \"{shown}\" is empty")),
         End::Done | End::Stopped => {}
+        End::RanOut => notes.push(format!(
+            "read {} of {target} messages: the queue ran out (another consumer took the rest)",
+            b.read
+        )),
+        End::NearLimit {
+            position,
+            delivery_count,
+        } => problem = Some(near_limit_problem(queue, position, delivery_count)),
         End::Idle => notes.push(format!(
             "read {} of {target} messages: nothing more arrived for {} s (another consumer may hold the rest)",
             b.read,
@@ -243,20 +246,27 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
         .map(|g| compile(g, "--group-by"))
         .transpose()?;
     let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, &queue, "list", a.force).await?;
-    let target = a
-        .limit
-        .map_or(u64::from(counts.messages), |l| l.min(u64::from(counts.messages)));
-    let mut selection = Selection::new(filter, keep_clear_of);
+        open_source(settings, &queue, &format!("list {queue}"), a.force).await?;
+    let target = a.limit.map_or(u64::from(counts.messages), |l| {
+        l.min(u64::from(counts.messages))
+    });
+    let mut selection = Selection::new(filter);
     let result = match (&group_by, a.group_by.as_deref()) {
         (Some(expr), Some(text)) => {
             let mut groups = Groups::default();
-            let browsed = browse::browse(&broker, &queue, counts.messages, a.limit, |pos, d| {
-                if let Some(m) = selection.select(&queue, pos, d) {
-                    groups.add(expr, &m);
-                }
-                ControlFlow::Continue(())
-            })
+            let browsed = browse::browse(
+                &broker,
+                &queue,
+                counts.messages,
+                a.limit,
+                keep_clear_of,
+                |pos, d| {
+                    if let Some(m) = selection.select(&queue, pos, d) {
+                        groups.add(expr, &m);
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
             .await;
             broker.close().await;
             let browsed = browsed?;
@@ -276,8 +286,13 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
         _ => {
             let mut sink = MessageSink::new(settings, View::Row);
             let mut write_error = None;
-            let browsed = browse::browse(&broker, &queue, counts.messages, a.limit, |pos, d| {
-                match selection.select(&queue, pos, d) {
+            let browsed = browse::browse(
+                &broker,
+                &queue,
+                counts.messages,
+                a.limit,
+                keep_clear_of,
+                |pos, d| match selection.select(&queue, pos, d) {
                     Some(m) => match sink.push(&m) {
                         Ok(()) => ControlFlow::Continue(()),
                         Err(e) => {
@@ -286,8 +301,8 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
                         }
                     },
                     None => ControlFlow::Continue(()),
-                }
-            })
+                },
+            )
             .await;
             broker.close().await;
             let finished = match write_error {
@@ -392,7 +407,10 @@ mod tests {
         let Err(Error::Usage(text)) = compile(".a ==", "--group-by") else {
             panic!("compiled");
         };
-        assert!(text.starts_with("invalid --group-by expression: "), "{text}");
+        assert!(
+            text.starts_with("invalid --group-by expression: "),
+            "{text}"
+        );
         assert!(text.contains('^'), "{text}");
     }
 }

@@ -2,11 +2,11 @@
 
 pub mod export;
 pub mod import;
+pub mod list;
+pub mod peek;
 pub mod purge;
 pub mod replay;
 pub mod source;
-pub mod list;
-pub mod peek;
 pub mod stats;
 pub mod topology;
 

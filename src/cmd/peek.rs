@@ -8,14 +8,15 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::list::{ending, open_source, output_error, BrowseReport, Selection};
+use super::list::{ending, near_limit_problem, open_source, output_error, BrowseReport, Selection};
 use crate::broker::browse::{self, Hold, Removal};
+use crate::broker::quorum;
 use crate::cli::PeekArgs;
 use crate::error::{Error, Result};
 use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
-use crate::ui::{self, Consent};
 use crate::settings::Settings;
+use crate::ui::{self, Consent};
 use crate::util::{io_reason, printable};
 
 pub async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
@@ -32,22 +33,29 @@ pub async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
 /// Shows the head messages and gives them all back.
 async fn peek(a: &PeekArgs, settings: &Settings, queue: &str) -> Result<Box<dyn Report>> {
     let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, queue, "peek", a.force).await?;
-    let mut selection = Selection::new(None, keep_clear_of);
+        open_source(settings, queue, &format!("peek {queue}"), a.force).await?;
+    let mut selection = Selection::new(None);
     let mut sink = MessageSink::new(settings, View::Full);
     let mut write_error = None;
-    let browsed = browse::browse(&broker, queue, counts.messages, Some(a.count), |pos, d| {
-        let Some(m) = selection.select(queue, pos, d) else {
-            return ControlFlow::Continue(());
-        };
-        match sink.push(&m) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                write_error = Some(e);
-                ControlFlow::Break(())
+    let browsed = browse::browse(
+        &broker,
+        queue,
+        counts.messages,
+        Some(a.count),
+        keep_clear_of,
+        |pos, d| {
+            let Some(m) = selection.select(queue, pos, d) else {
+                return ControlFlow::Continue(());
+            };
+            match sink.push(&m) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
+                    ControlFlow::Break(())
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     broker.close().await;
     let finished = match write_error {
@@ -112,9 +120,8 @@ async fn pop(
     mut save: Option<File>,
 ) -> Result<Box<dyn Report>> {
     let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, queue, "peek --pop", a.force).await?;
+        open_source(settings, queue, &format!("peek --pop {queue}"), a.force).await?;
     let mut hold = Hold::open(&broker, queue).await?;
-    let mut selection = Selection::new(None, keep_clear_of);
     let mut sink = MessageSink::new(settings, View::Full);
     let mut done = Popped {
         queue,
@@ -126,8 +133,8 @@ async fn pop(
         queue,
         consent,
         save.as_mut(),
+        keep_clear_of,
         &mut hold,
-        &mut selection,
         &mut sink,
         &mut done,
     )
@@ -139,10 +146,9 @@ async fn pop(
     result?;
     given_back?;
     finished?;
-    if counts.messages == 0 || done.shown == 0 && selection.skipped_near_limit == 0 {
+    if counts.messages == 0 || done.shown == 0 {
         notes.push(format!("queue \"{}\" is empty", printable(queue)));
     }
-    notes.extend(selection.notes(done.shown));
     notes.push(match (&a.save, done.removed) {
         (Some(path), n) if n > 0 => format!("{} (saved in {})", done.so_far(), path.display()),
         _ => done.so_far(),
@@ -159,16 +165,24 @@ async fn pop_each(
     queue: &str,
     consent: Consent,
     mut save: Option<&mut File>,
+    keep_clear_of: Option<i64>,
     hold: &mut Hold<'_>,
-    selection: &mut Selection,
     sink: &mut MessageSink,
     done: &mut Popped<'_>,
 ) -> Result<()> {
     let shown_queue = printable(queue);
+    let mut selection = Selection::new(None);
     for position in 1..=a.count {
         let Some(d) = hold.next().await? else {
             break;
         };
+        if let Some(limit) = keep_clear_of {
+            let count = quorum::delivery_count(d.properties.headers().as_ref());
+            if let Some(count) = count.filter(|_| quorum::near_limit(count, limit)) {
+                hold.keep(d.delivery_tag);
+                return Err(Error::runtime(near_limit_problem(queue, position, count)));
+            }
+        }
         let Some(message) = selection.select(queue, position, &d) else {
             hold.keep(d.delivery_tag);
             continue;
@@ -195,8 +209,16 @@ async fn pop_each(
             }
             Ok(false) => hold.keep(d.delivery_tag),
             Ok(true) => {
-                remove(hold, d.delivery_tag, position, save.as_deref_mut(), a, &message, done)
-                    .await?
+                remove(
+                    hold,
+                    d.delivery_tag,
+                    position,
+                    save.as_deref_mut(),
+                    a,
+                    &message,
+                    done,
+                )
+                .await?
             }
         }
     }

@@ -173,7 +173,11 @@ fn columns(width: usize) -> Columns {
     let (id, failure, routing_key) = if rest >= 90 {
         (20, 30, 20)
     } else {
-        ((rest * 2 / 9).max(4), (rest * 3 / 9).max(4), (rest * 2 / 9).max(4))
+        (
+            (rest * 2 / 9).max(4),
+            (rest * 3 / 9).max(4),
+            (rest * 2 / 9).max(4),
+        )
     };
     let body = rest.saturating_sub(id + failure + routing_key).max(8);
     Columns {
@@ -431,7 +435,14 @@ fn time_text(t: i64, now: i64) -> String {
 }
 
 fn x_death_table(deaths: &[Value], width: usize) -> String {
-    let mut t = new_table(&["COUNT", "REASON", "QUEUE", "EXCHANGE", "ROUTING KEYS", "TIME"]);
+    let mut t = new_table(&[
+        "COUNT",
+        "REASON",
+        "QUEUE",
+        "EXCHANGE",
+        "ROUTING KEYS",
+        "TIME",
+    ]);
     t.set_width(u16::try_from(width).unwrap_or(u16::MAX));
     for d in deaths {
         let field = |k: &str| d.get(k).map_or_else(|| "-".to_string(), value_text);
@@ -526,7 +537,11 @@ pub fn hex_dump(bytes: &[u8]) -> String {
                 }
             })
             .collect();
-        out.push_str(&format!("  {:08x}  {:<47}  |{ascii}|\n", i * 16, hex.join(" ")));
+        out.push_str(&format!(
+            "  {:08x}  {:<47}  |{ascii}|\n",
+            i * 16,
+            hex.join(" ")
+        ));
     }
     if bytes.len() > shown.len() {
         out.push_str(&format!(
@@ -659,7 +674,10 @@ mod tests {
     #[test]
     fn full_view_shows_everything_sanitized() {
         let view = full_view(&message(), 100, 1_000, &|s| s.to_string());
-        assert!(!view.contains('\u{1b}') && !view.contains('\u{7}'), "{view}");
+        assert!(
+            !view.contains('\u{1b}') && !view.contains('\u{7}'),
+            "{view}"
+        );
         for part in [
             "Message 7 of billing.error",
             "x-error-message",
@@ -693,6 +711,9 @@ mod tests {
     fn json_array_elements_are_indented() {
         let mut out = Vec::new();
         write_indented_json(&mut out, &json!({"a": "x\ny"})).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "  {\n    \"a\": \"x\\ny\"\n  }");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  {\n    \"a\": \"x\\ny\"\n  }"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Renders command reports as a table (people) or JSON / JSONL (scripts); the only writer of stdout.
 
-pub mod moves;
 pub mod messages;
+pub mod moves;
 mod stats;
 mod topology;
 
