@@ -445,7 +445,7 @@ fn published_to_queue(h: &FieldTable) -> Option<String> {
     get_text(h, "x-original-routing-key")
 }
 
-fn value_str(v: &AMQPValue) -> Option<&str> {
+pub fn value_str(v: &AMQPValue) -> Option<&str> {
     match v {
         AMQPValue::ShortString(s) => Some(s.as_str()),
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
@@ -454,7 +454,7 @@ fn value_str(v: &AMQPValue) -> Option<&str> {
 }
 
 /// Any integer-valued header; clients disagree about widths, and some send counts as text.
-fn value_int(v: &AMQPValue) -> Option<i64> {
+pub fn value_int(v: &AMQPValue) -> Option<i64> {
     match v {
         AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
         AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),

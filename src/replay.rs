@@ -10,24 +10,6 @@ pub fn is_death_header(key: &str) -> bool {
     key == "x-death" || key.starts_with("x-first-death-") || key.starts_with("x-last-death-")
 }
 
-fn as_count(v: &AMQPValue) -> Option<i64> {
-    Some(match v {
-        AMQPValue::ShortShortInt(i) => *i as i64,
-        AMQPValue::ShortShortUInt(i) => *i as i64,
-        AMQPValue::ShortInt(i) => *i as i64,
-        AMQPValue::ShortUInt(i) => *i as i64,
-        AMQPValue::LongInt(i) => *i as i64,
-        AMQPValue::LongUInt(i) => *i as i64,
-        AMQPValue::LongLongInt(i) => *i,
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?,
-        _ => return None,
-    })
-}
-
 /// The headers of the copy: everything but the death history, and `x-replay-count` = previous + 1.
 pub fn replay_headers(original: Option<&FieldTable>) -> FieldTable {
     let mut out = FieldTable::default();
@@ -35,7 +17,7 @@ pub fn replay_headers(original: Option<&FieldTable>) -> FieldTable {
     if let Some(h) = original {
         for (k, v) in h.inner() {
             if k.as_str() == REPLAY_COUNT {
-                previous = as_count(v).unwrap_or(0).max(0);
+                previous = crate::message::value_int(v).unwrap_or(0).max(0);
             } else if !is_death_header(k.as_str()) {
                 out.insert(k.clone(), v.clone());
             }

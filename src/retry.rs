@@ -2,6 +2,12 @@
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
+use crate::message::{value_int, value_str};
+
+fn text(v: &AMQPValue) -> Option<String> {
+    value_str(v).map(str::to_string)
+}
+
 /// Attempt number of a delivery in `work_queue`: 1 + the `count` of the x-death entry whose
 /// `queue` is the work queue and `reason` is `rejected` (0 when there is none).
 pub fn attempt(headers: Option<&FieldTable>, work_queue: &str) -> u32 {
@@ -13,9 +19,9 @@ pub fn attempt(headers: Option<&FieldTable>, work_queue: &str) -> u32 {
             return None;
         };
         let e = entry.inner();
-        let is = |k: &str, want: &str| e.get(k).and_then(as_text).as_deref() == Some(want);
+        let is = |k: &str, want: &str| e.get(k).and_then(text).as_deref() == Some(want);
         (is("queue", work_queue) && is("reason", "rejected"))
-            .then(|| e.get("count").and_then(as_int))?
+            .then(|| e.get("count").and_then(value_int))?
     });
     1 + count.unwrap_or(0).clamp(0, u32::MAX as i64 - 1) as u32
 }
@@ -90,37 +96,15 @@ fn original_route(headers: Option<&FieldTable>, work_queue: &str) -> Option<(Str
             return None;
         };
         let e = entry.inner();
-        if e.get("queue").and_then(as_text).as_deref() != Some(work_queue) {
+        if e.get("queue").and_then(text).as_deref() != Some(work_queue) {
             return None;
         }
-        let exchange = e.get("exchange").and_then(as_text)?;
+        let exchange = e.get("exchange").and_then(text)?;
         let key = match e.get("routing-keys") {
-            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(as_text),
+            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(text),
             _ => None,
         }?;
         Some((exchange, key))
-    })
-}
-
-fn as_text(v: &AMQPValue) -> Option<String> {
-    match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
-}
-
-fn as_int(v: &AMQPValue) -> Option<i64> {
-    Some(match v {
-        AMQPValue::ShortShortInt(i) => *i as i64,
-        AMQPValue::ShortShortUInt(i) => *i as i64,
-        AMQPValue::ShortInt(i) => *i as i64,
-        AMQPValue::ShortUInt(i) => *i as i64,
-        AMQPValue::LongInt(i) => *i as i64,
-        AMQPValue::LongUInt(i) => *i as i64,
-        AMQPValue::LongLongInt(i) => *i,
-        AMQPValue::Timestamp(i) => *i as i64,
-        _ => return None,
     })
 }
 

@@ -343,7 +343,11 @@ fn giving_back_failed(broker: &Broker, e: lapin::Error) -> Error {
 
 /// Cancel so nothing new arrives, and take what is already buffered: the highest delivery tag
 /// among those (0 when none).
-async fn cancel(broker: &Broker, channel: &Channel, consumer: &mut Consumer) -> Result<u64> {
+pub(crate) async fn cancel(
+    broker: &Broker,
+    channel: &Channel,
+    consumer: &mut Consumer,
+) -> Result<u64> {
     channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await
@@ -357,7 +361,7 @@ async fn cancel(broker: &Broker, channel: &Channel, consumer: &mut Consumer) -> 
 
 /// Nack everything up to the last tag at once, then close the channel, which waits for the
 /// broker to have processed the nack.
-async fn give_back(broker: &Broker, channel: &Channel, last_tag: u64) -> Result<()> {
+pub(crate) async fn give_back(broker: &Broker, channel: &Channel, last_tag: u64) -> Result<()> {
     if last_tag > 0 {
         channel
             .basic_nack(

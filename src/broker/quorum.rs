@@ -1,7 +1,7 @@
 //! Quorum-queue awareness: whether browsing (a nack with requeue) brings messages closer to their
 //! delivery-limit on this broker, decided from what the management API says about the queue.
 
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use serde_json::Value;
 
 use super::management::Management;
@@ -95,16 +95,7 @@ pub fn near_limit(delivery_count: Option<i64>, limit: i64) -> bool {
 
 /// The `x-delivery-count` header a quorum queue puts on redelivered messages.
 pub fn delivery_count(headers: Option<&FieldTable>) -> Option<i64> {
-    match headers?.inner().get("x-delivery-count")? {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        _ => None,
-    }
+    crate::message::value_int(headers?.inner().get("x-delivery-count")?)
 }
 
 /// Asks the management API (blocking: run it off the async threads) what browsing `queue` risks.
@@ -140,6 +131,7 @@ pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Ri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::types::AMQPValue;
     use serde_json::json;
 
     fn limit(r: Risk) -> Option<i64> {

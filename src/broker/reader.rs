@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
-use super::amqp::{short, Reply};
+use super::amqp::short;
+use super::browse;
 use super::{next, Broker};
 use crate::error::{Error, Result};
 
@@ -49,21 +48,7 @@ impl<'b> QueueReader<'b> {
         limit: Option<u64>,
         prefetch_cap: Option<u16>,
     ) -> Result<QueueReader<'b>> {
-        let depth = match broker.probe_queue(queue).await? {
-            Reply::Ok(c) => c.messages as u64,
-            Reply::NotFound(_) => {
-                return Err(Error::runtime(format!(
-                    "queue \"{}\" not found on {} (check the name, or run `dlq topology apply`)",
-                    crate::util::printable(queue),
-                    broker.url.target()
-                )))
-            }
-            Reply::Refused(why) => {
-                return Err(Error::runtime(format!(
-                    "cannot read queue \"{queue}\": {why}"
-                )))
-            }
-        };
+        let depth = browse::open_queue(broker, queue).await?.messages as u64;
         let budget = limit.map_or(depth, |l| l.min(depth));
         let channel = broker.channel().await?;
         let mut reader = QueueReader {
@@ -82,8 +67,7 @@ impl<'b> QueueReader<'b> {
             // them all: the budget when it fits basic.qos's 16 bits, else unlimited.
             let prefetch = match prefetch_cap {
                 Some(cap) => cap.min(budget.min(u16::MAX as u64) as u16),
-                None if budget <= u16::MAX as u64 => budget as u16,
-                None => 0,
+                None => browse::prefetch_for(budget),
             };
             reader
                 .channel
@@ -155,31 +139,17 @@ impl<'b> QueueReader<'b> {
     /// what is still buffered, then one multiple nack with requeue.
     pub async fn finish(mut self) -> Result<()> {
         if let Some(mut consumer) = self.consumer.take() {
-            let tag = consumer.tag();
-            self.channel
-                .basic_cancel(tag, BasicCancelOptions::default())
-                .await
-                .map_err(|e| self.broker.lost(e))?;
-            while let Ok(Some(Ok(d))) =
-                tokio::time::timeout(Duration::from_millis(50), next(&mut consumer)).await
-            {
-                self.max_tag = self.max_tag.max(d.delivery_tag);
-            }
+            let buffered = browse::cancel(self.broker, &self.channel, &mut consumer).await?;
+            self.max_tag = self.max_tag.max(buffered);
         }
-        if self.max_tag > 0 && self.acked < self.max_tag {
-            self.channel
-                .basic_nack(
-                    self.max_tag,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await
-                .map_err(|e| self.broker.lost(e))?;
-        }
-        // Closing also returns anything unacked; the nack above keeps the order explicit.
-        let _ = self.channel.close(200, "done".into()).await;
+        // A multiple nack of a tag that is already acked would be refused (406), so only when
+        // something is still held.
+        let last = if self.acked < self.max_tag {
+            self.max_tag
+        } else {
+            0
+        };
+        browse::give_back(self.broker, &self.channel, last).await?;
         // The broker requeues in batches: wait until the count is back, so that a command run
         // right after this one sees every message that stayed.
         if self.max_tag > self.acked {
