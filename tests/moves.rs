@@ -271,11 +271,6 @@ async fn a_worker_failing_everything_during_replay_gets_each_message_replayed_on
     let _ = conn.close(200, "ok".into()).await;
 }
 
-fn ids_in(queue: &str, conn_msgs: &[lapin::message::Delivery]) -> Vec<String> {
-    let _ = queue;
-    conn_msgs.iter().map(message_id).collect()
-}
-
 #[tokio::test]
 async fn a_connection_closed_by_the_broker_mid_replay_loses_nothing_and_a_second_run_finishes() {
     let scope = Scope::new("killconn");
@@ -403,7 +398,7 @@ async fn ctrl_c_mid_replay_confirms_what_is_in_flight_and_exits_130() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    unsafe_sigint(child.id());
+    send_sigint(child.id());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -420,7 +415,7 @@ async fn ctrl_c_mid_replay_confirms_what_is_in_flight_and_exits_130() {
     let _ = conn.close(200, "ok".into()).await;
 }
 
-fn unsafe_sigint(pid: u32) {
+fn send_sigint(pid: u32) {
     std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
