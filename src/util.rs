@@ -21,6 +21,15 @@ impl EscapeControl for char {
     }
 }
 
+/// Opens a file to append to: created when missing, never truncated (the contract's rule for
+/// `export` and `peek --save`).
+pub fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
 /// An I/O error's reason without Rust's "(os error N)" suffix.
 pub fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();

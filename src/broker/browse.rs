@@ -88,6 +88,29 @@ fn queue_error(broker: &Broker, queue: &str, e: lapin::Error) -> Error {
     }
 }
 
+/// Sets the prefetch, then starts a consumer on `queue` (a per-consumer prefetch applies to
+/// consumers started after it is set). A 404 or 403 names the queue.
+pub(crate) async fn start_consumer(
+    broker: &Broker,
+    channel: &Channel,
+    queue: &str,
+    prefetch: u16,
+) -> Result<Consumer> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| broker.lost(e))?;
+    channel
+        .basic_consume(
+            short(queue)?,
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| queue_error(broker, queue, e))
+}
+
 /// The prefetch that lets `target` deliveries arrive unacked: the count itself when it fits
 /// AMQP's 16 bits, else 0 (unlimited). A smaller prefetch would stall the browse.
 pub fn prefetch_for(target: u64) -> u16 {
@@ -241,20 +264,7 @@ impl Windows {
         queue: &str,
         size: u64,
     ) -> Result<()> {
-        // A per-consumer prefetch applies to consumers started after it is set.
-        channel
-            .basic_qos(prefetch_for(size), BasicQosOptions::default())
-            .await
-            .map_err(|e| broker.lost(e))?;
-        let consumer = channel
-            .basic_consume(
-                short(queue)?,
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| queue_error(broker, queue, e))?;
+        let consumer = start_consumer(broker, channel, queue, prefetch_for(size)).await?;
         self.open.push(Window {
             consumer,
             size,

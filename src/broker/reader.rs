@@ -4,14 +4,12 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use lapin::{Channel, Consumer};
 
-use super::amqp::short;
 use super::browse;
 use super::{next, Broker};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How long to wait for a delivery before deciding the rest went elsewhere (another consumer).
 const IDLE: Duration = Duration::from_secs(2);
@@ -69,23 +67,7 @@ impl<'b> QueueReader<'b> {
                 Some(cap) => cap.min(budget.min(u16::MAX as u64) as u16),
                 None => browse::prefetch_for(budget),
             };
-            reader
-                .channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await
-                .map_err(|e| broker.lost(e))?;
-            let consumer = reader
-                .channel
-                .basic_consume(
-                    short(queue)?,
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| {
-                    Error::with_cause(format!("cannot consume from queue \"{queue}\""), e)
-                })?;
+            let consumer = browse::start_consumer(broker, &reader.channel, queue, prefetch).await?;
             reader.consumer = Some(consumer);
         }
         Ok(reader)

@@ -1,7 +1,7 @@
 //! `dlq export`: messages as JSONL, appended to a file; with --remove each message is acked only
 //! after its line is written and fsynced.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -39,17 +39,13 @@ impl ExportReport {
 
 /// The file, opened to append: created when absent, never truncated.
 fn open_for_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| {
-            Error::runtime(format!(
-                "cannot write {}: {}; nothing was exported",
-                path.display(),
-                io_reason(&e)
-            ))
-        })
+    crate::util::open_append(path).map_err(|e| {
+        Error::runtime(format!(
+            "cannot write {}: {}; nothing was exported",
+            path.display(),
+            io_reason(&e)
+        ))
+    })
 }
 
 fn write_err(path: &Path, e: &std::io::Error) -> Error {
@@ -64,9 +60,8 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     let filter = a
         .filter
         .as_deref()
-        .map(Filter::compile)
-        .transpose()
-        .map_err(|e| Error::usage(e.to_string()))?;
+        .map(|f| super::compile_filter(f, "--filter"))
+        .transpose()?;
     let source = resolve(&a.source, settings)?;
     let consent = if a.remove {
         Some(ui::consent(settings, "export --remove")?)

@@ -35,17 +35,6 @@ pub struct GroupReport {
     pub notes: Vec<String>,
 }
 
-/// Compiles a jq expression given to `flag`, before anything touches the broker.
-pub fn compile(expr: &str, flag: &str) -> Result<Filter> {
-    Filter::compile(expr).map_err(|e| {
-        Error::usage(e.to_string().replacen(
-            "invalid filter",
-            &format!("invalid {flag} expression"),
-            1,
-        ))
-    })
-}
-
 /// How long a browse waits for the management API's word on the queue type before going on.
 const MANAGEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -222,6 +211,29 @@ pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Opt
 }
 
 /// A write error on stdout: a closed pipe (`| head`) just ends the listing.
+/// Ends a streamed listing: the sink's first write error or its closing, then how the browse
+/// ended; adds the notes and returns the problem, if any (exit 1).
+pub fn end_stream(
+    queue: &str,
+    sink: MessageSink,
+    write_error: Option<io::Error>,
+    browsed: Result<Browsed>,
+    target: u64,
+    selection: &Selection,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>> {
+    let finished = match write_error {
+        Some(e) => Err(e),
+        None => sink.finish(),
+    };
+    let browsed = browsed?;
+    finished.or_else(output_error)?;
+    let (end_notes, problem) = ending(queue, &browsed, target)?;
+    notes.extend(selection.notes(browsed.read));
+    notes.extend(end_notes);
+    Ok(problem)
+}
+
 pub fn output_error(e: io::Error) -> Result<()> {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Ok(())
@@ -238,12 +250,12 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let filter = a
         .filter
         .as_deref()
-        .map(|f| compile(f, "--filter"))
+        .map(|f| super::compile_filter(f, "--filter"))
         .transpose()?;
     let group_by = a
         .group_by
         .as_deref()
-        .map(|g| compile(g, "--group-by"))
+        .map(|g| super::compile_filter(g, "--group-by"))
         .transpose()?;
     let (broker, counts, keep_clear_of, mut notes) =
         open_source(settings, &queue, &format!("list {queue}"), a.force).await?;
@@ -305,15 +317,15 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
             )
             .await;
             broker.close().await;
-            let finished = match write_error {
-                Some(e) => Err(e),
-                None => sink.finish(),
-            };
-            let browsed = browsed?;
-            finished.or_else(output_error)?;
-            let (end_notes, problem) = ending(&queue, &browsed, target)?;
-            notes.extend(selection.notes(browsed.read));
-            notes.extend(end_notes);
+            let problem = end_stream(
+                &queue,
+                sink,
+                write_error,
+                browsed,
+                target,
+                &selection,
+                &mut notes,
+            )?;
             Box::new(BrowseReport { notes, problem })
         }
     };
@@ -404,7 +416,7 @@ mod tests {
 
     #[test]
     fn compile_errors_name_the_flag_and_keep_the_caret() {
-        let Err(Error::Usage(text)) = compile(".a ==", "--group-by") else {
+        let Err(Error::Usage(text)) = crate::cmd::compile_filter(".a ==", "--group-by") else {
             panic!("compiled");
         };
         assert!(

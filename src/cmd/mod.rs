@@ -11,7 +11,8 @@ pub mod stats;
 pub mod topology;
 
 use crate::cli::{Command, TopologyCommand};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::output::Report;
 use crate::settings::Settings;
 
@@ -31,4 +32,16 @@ pub async fn run(command: Command, settings: &Settings) -> Result<Box<dyn Report
             unreachable!("completions are generated before settings are read")
         }
     }
+}
+
+/// Compiles a jq expression given to `flag` (`--filter`, `--group-by`) before anything touches
+/// the broker; a bad one is a usage error with the caret under the offending column.
+pub fn compile_filter(expr: &str, flag: &str) -> Result<Filter> {
+    Filter::compile(expr).map_err(|e| {
+        Error::usage(e.to_string().replacen(
+            "invalid filter",
+            &format!("invalid {flag} expression"),
+            1,
+        ))
+    })
 }

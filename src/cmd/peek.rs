@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::list::{ending, near_limit_problem, open_source, output_error, BrowseReport, Selection};
+use super::list::{
+    end_stream, near_limit_problem, open_source, output_error, BrowseReport, Selection,
+};
 use crate::broker::browse::{self, Hold, Removal};
 use crate::broker::quorum;
 use crate::cli::PeekArgs;
@@ -58,32 +60,28 @@ async fn peek(a: &PeekArgs, settings: &Settings, queue: &str) -> Result<Box<dyn 
     )
     .await;
     broker.close().await;
-    let finished = match write_error {
-        Some(e) => Err(e),
-        None => sink.finish(),
-    };
-    let browsed = browsed?;
-    finished.or_else(output_error)?;
     let target = a.count.min(u64::from(counts.messages));
-    let (end_notes, problem) = ending(queue, &browsed, target)?;
-    notes.extend(selection.notes(browsed.read));
-    notes.extend(end_notes);
+    let problem = end_stream(
+        queue,
+        sink,
+        write_error,
+        browsed,
+        target,
+        &selection,
+        &mut notes,
+    )?;
     Ok(Box::new(BrowseReport { notes, problem }))
 }
 
 /// The save file is opened (created, never truncated) before anything is fetched.
 fn open_for_append(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| {
-            Error::runtime(format!(
-                "cannot open {} to save messages: {}",
-                path.display(),
-                io_reason(&e)
-            ))
-        })
+    crate::util::open_append(path).map_err(|e| {
+        Error::runtime(format!(
+            "cannot open {} to save messages: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })
 }
 
 /// One JSONL line, on disk (fsynced) before the message may be acked.

@@ -86,9 +86,8 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
     let filter = a
         .filter
         .as_deref()
-        .map(Filter::compile)
-        .transpose()
-        .map_err(|e| Error::usage(e.to_string()))?;
+        .map(|f| super::compile_filter(f, "--filter"))
+        .transpose()?;
     let source = resolve(&a.source, settings)?;
     let destination = match (&a.to, &source) {
         (Some(to), _) => Destination::Queue(to.clone()),
