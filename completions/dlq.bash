@@ -634,7 +634,7 @@ _dlq() {
             return 0
             ;;
         dlq__subcmd__replay)
-            opts="-c -o -y -q -v -h -V --queue --to --filter --limit --rate --dry-run --url --config --output --yes --quiet --verbose --no-color --management-url --help --version"
+            opts="-c -o -y -q -v -h -V --queue --to --filter --transform --limit --rate --dry-run --url --config --output --yes --quiet --verbose --no-color --management-url --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -649,6 +649,10 @@ _dlq() {
                     return 0
                     ;;
                 --filter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --transform)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

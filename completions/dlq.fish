@@ -154,7 +154,8 @@ complete -c dlq -n "__fish_dlq_using_subcommand peek" -s V -l version -d 'Print 
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l queue -d 'Read this queue instead of a service\'s error queue (needs no config file)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l to -d 'Send copies to this queue [default: the service\'s work queue, else each message\'s origin]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l filter -d 'Replay only messages for which this jq expression is true, e.g. \'.body.tenant == "acme"\'' -r
-complete -c dlq -n "__fish_dlq_using_subcommand replay" -l limit -d 'Look at the first N messages only (those beyond are not looked at)' -r
+complete -c dlq -n "__fish_dlq_using_subcommand replay" -l transform -d 'Repair each matching message with this jq expression before it is published, e.g. \'.body.amount |= tonumber\' or \'.routing_key = "billing.v2"\' (its output is read as an import record; fields it leaves alone are published unchanged)' -r
+complete -c dlq -n "__fish_dlq_using_subcommand replay" -l limit -d 'Replay at most N matching messages (with --filter, the first N that match)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l rate -d 'At most N messages per second' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F

@@ -4,6 +4,21 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Shown by `dlq --help` and in the man page.
+const EXAMPLES: &str = "Examples:
+  dlq list billing --group-by .failure.message       what is failing, and how often
+  dlq replay billing --filter '.headers[\"x-error-message\"] | test(\"timeout\")'
+  dlq replay billing --filter '.body.amount | type == \"string\"' \\
+      --transform '.body.amount |= tonumber' --dry-run      repair, then replay: preview first
+  dlq replay billing --transform '.routing_key = \"billing.v2\"'   send the copies to billing.v2
+  dlq export billing --file billing-errors.jsonl --remove
+
+--transform EXPR runs a jq expression on each matching message (the object `list -o json`
+prints); its output is published the way `import` reads a record: body (with body_encoding or
+body_text), properties, headers; a changed routing_key sends the copy to that queue. Fields it
+leaves alone are published exactly as before. A message whose transform fails stays in place
+and counts as failed.";
+
 /// Inspect, replay and administer RabbitMQ retry and error queues, without losing a message.
 ///
 /// Each service S has a work queue S, a retry queue S.retry (holds a rejected message for
@@ -11,7 +26,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// parked after its last retry). dlq declares and verifies that topology from a config file, and
 /// lets you look at, replay, export and purge what is parked.
 #[derive(Debug, Parser)]
-#[command(name = "dlq", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "dlq",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_long_help = EXAMPLES
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -217,7 +238,13 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 
-    /// Look at the first N messages only (those beyond are not looked at)
+    /// Repair each matching message with this jq expression before it is published, e.g.
+    /// '.body.amount |= tonumber' or '.routing_key = "billing.v2"' (its output is read as an
+    /// import record; fields it leaves alone are published unchanged)
+    #[arg(long, value_name = "EXPR")]
+    pub transform: Option<String>,
+
+    /// Replay at most N matching messages (with --filter, the first N that match)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
 

@@ -34,7 +34,10 @@ fn run(cli: Cli) -> Result<Outcome, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::with_cause("cannot start the async runtime", e))?;
-    let report = runtime.block_on(dlq::cmd::run(cli.command, &settings))?;
+    let report = runtime.block_on(async {
+        dlq::interrupt::install().map_err(|e| Error::with_cause("cannot listen for Ctrl-C", e))?;
+        dlq::cmd::run(cli.command, &settings).await
+    })?;
     // A closed stdout (e.g. `| head`) is not an error worth reporting.
     let _ = dlq::output::emit(report.as_ref(), &settings);
     Ok(report.outcome())

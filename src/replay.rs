@@ -10,6 +10,13 @@ pub fn is_death_header(key: &str) -> bool {
     key == "x-death" || key.starts_with("x-first-death-") || key.starts_with("x-last-death-")
 }
 
+/// Whether a header is a quorum queue's delivery counter (`x-delivery-count` on 3.10 and 4.0–4.2,
+/// `x-acquired-count` from 4.3): it counts deliveries from the source queue, and a fresh copy in
+/// the work queue must not start with a stale count.
+pub fn is_delivery_counter(key: &str) -> bool {
+    key == "x-delivery-count" || key == "x-acquired-count"
+}
+
 /// The headers of the copy: everything but the death history, and `x-replay-count` = previous + 1.
 pub fn replay_headers(original: Option<&FieldTable>) -> FieldTable {
     let mut out = FieldTable::default();
@@ -18,7 +25,7 @@ pub fn replay_headers(original: Option<&FieldTable>) -> FieldTable {
         for (k, v) in h.inner() {
             if k.as_str() == REPLAY_COUNT {
                 previous = crate::message::value_int(v).unwrap_or(0).max(0);
-            } else if !is_death_header(k.as_str()) {
+            } else if !is_death_header(k.as_str()) && !is_delivery_counter(k.as_str()) {
                 out.insert(k.clone(), v.clone());
             }
         }
@@ -62,6 +69,18 @@ mod tests {
         let out = replay_headers(Some(&h));
         let keys: Vec<&str> = out.inner().keys().map(|k| k.as_str()).collect();
         assert_eq!(keys, ["tenant", "x-error-message", "x-replay-count"]);
+    }
+
+    #[test]
+    fn quorum_delivery_counters_are_dropped() {
+        let h = table(vec![
+            ("x-delivery-count", AMQPValue::LongLongInt(3)),
+            ("x-acquired-count", AMQPValue::LongLongInt(4)),
+            ("tenant", AMQPValue::LongString("acme".into())),
+        ]);
+        let out = replay_headers(Some(&h));
+        let keys: Vec<&str> = out.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["tenant", "x-replay-count"]);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Settings {
     pub verbose: bool,
     /// Colour on stdout tables (terminal, no --no-color, no NO_COLOR).
     pub color: bool,
+    /// Colour is not turned off (--no-color, NO_COLOR); stderr decides for itself.
+    pub color_allowed: bool,
     pub management_url: Option<String>,
 }
 
@@ -67,6 +69,7 @@ impl Settings {
             quiet: g.quiet,
             verbose: g.verbose,
             color: stdout_is_tty && !no_color,
+            color_allowed: !no_color,
             management_url: g.management_url.clone(),
         })
     }

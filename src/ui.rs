@@ -73,6 +73,12 @@ pub fn progress(settings: &Settings, total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// Whether text written to stderr may be coloured: stderr is a terminal and colour is not
+/// turned off (--no-color, NO_COLOR).
+pub fn stderr_color(settings: &Settings) -> bool {
+    settings.color_allowed && std::io::stderr().is_terminal()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

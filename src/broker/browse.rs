@@ -30,8 +30,6 @@ pub const IDLE: Duration = Duration::from_secs(2);
 pub enum End {
     /// As many messages as asked for (or as the queue held at the start) were read.
     Done,
-    /// Nothing arrived for [`IDLE`]: another consumer may hold the rest.
-    Idle,
     /// The caller asked to stop (e.g. stdout was closed).
     Stopped,
     /// The broker cancelled the consumer (the queue was deleted).
@@ -65,6 +63,12 @@ pub async fn open_queue(broker: &Broker, queue: &str) -> Result<QueueCounts> {
             printable(queue)
         ))),
     }
+}
+
+/// After a quiet spell: does the queue still hold ready messages? (A slow broker is waited for;
+/// only an empty or missing queue ends a read early.)
+pub(crate) async fn anything_ready(broker: &Broker, queue: &str) -> Result<bool> {
+    Ok(matches!(broker.probe_queue(queue).await?, Reply::Ok(c) if c.messages > 0))
 }
 
 fn not_found(broker: &Broker, queue: &str) -> Error {
@@ -195,15 +199,17 @@ async fn consume(
 ) -> Result<Browsed> {
     let channel = broker.channel().await?;
     let mut windows = Windows::default();
-    let interrupt = tokio::signal::ctrl_c();
+    let _armed = crate::interrupt::arm();
+    let interrupt = crate::interrupt::interrupted();
     tokio::pin!(interrupt);
     browsed.end = loop {
         if browsed.read >= target {
             break End::Done;
         }
         // At most two windows are open: the one being read and the next.
-        while windows.opened < target && windows.opened - browsed.read <= WINDOW {
-            let size = (target - windows.opened).min(WINDOW);
+        let window = window_for(windows.largest);
+        while windows.opened < target && windows.opened - browsed.read <= window {
+            let size = (target - windows.opened).min(window);
             windows.open(broker, &channel, queue, size).await?;
         }
         let next = tokio::select! {
@@ -211,12 +217,15 @@ async fn consume(
             next = tokio::time::timeout(IDLE, windows.next_in_order()) => next,
         };
         let delivery = match next {
-            Err(_) => break End::Idle,
+            // Quiet: a slow broker is waited for; only a queue with nothing ready ends the read.
+            Err(_) if anything_ready(broker, queue).await? => continue,
+            Err(_) => break End::RanOut,
             Ok(None) => break End::Cancelled,
             Ok(Some(Err(e))) => return Err(broker.lost(e)),
             Ok(Some(Ok(d))) => d,
         };
         browsed.read += 1;
+        windows.largest = windows.largest.max(delivery.data.len());
         if on_message(browsed.read, &delivery).is_break() {
             break End::Stopped;
         }
@@ -227,11 +236,25 @@ async fn consume(
     Ok(browsed)
 }
 
-/// Deliveries per consumer. A browse of up to this many messages uses one consumer (the fastest
-/// way: measured here, more consumers cost about 10 % in speed); a bigger one holds at most two
-/// windows in memory when the output is slow (measured: 105 MiB peak with 1 KiB messages and a
-/// reader that stalls, instead of growing with the queue).
+/// At most this many deliveries per consumer. A browse of up to this many small messages uses one
+/// consumer (the fastest way: measured here, more consumers cost about 10 % in speed); a bigger
+/// one holds at most two windows in memory when the output is slow.
 pub const WINDOW: u64 = 20_000;
+
+/// What one window may hold, in bytes: the broker pushes a whole window ahead of the reader, and
+/// lapin buffers it, so windows are sized from the largest message seen (two open at most).
+pub const WINDOW_BYTES: usize = 12 << 20;
+
+/// The first window, before any message size is known: small, in case messages are big.
+const FIRST_WINDOW: u64 = 8;
+
+/// Deliveries per window for messages up to `largest` bytes (0: nothing seen yet).
+pub fn window_for(largest: usize) -> u64 {
+    if largest == 0 {
+        return FIRST_WINDOW;
+    }
+    ((WINDOW_BYTES / largest.max(512)) as u64).clamp(1, WINDOW)
+}
 
 /// One consumer and its share of the browse.
 struct Window {
@@ -254,6 +277,8 @@ struct Windows {
     last_received: u64,
     /// The delivery tag handed out last.
     last_read: u64,
+    /// The largest body read so far, in bytes.
+    largest: usize,
 }
 
 impl Windows {
@@ -369,6 +394,27 @@ pub(crate) async fn cancel(
     Ok(last_tag)
 }
 
+/// Like [`cancel`], but every buffered delivery's tag; `send` false when the consumer was
+/// already cancelled and only its buffered deliveries remain.
+pub(crate) async fn cancel_collect(
+    broker: &Broker,
+    channel: &Channel,
+    consumer: &mut Consumer,
+    send: bool,
+) -> Result<Vec<u64>> {
+    if send {
+        channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .map_err(|e| giving_back_failed(broker, e))?;
+    }
+    let mut tags = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(IDLE, next(consumer)).await {
+        tags.push(d.delivery_tag);
+    }
+    Ok(tags)
+}
+
 /// Nack everything up to the last tag at once, then close the channel, which waits for the
 /// broker to have processed the nack.
 pub(crate) async fn give_back(broker: &Broker, channel: &Channel, last_tag: u64) -> Result<()> {
@@ -400,7 +446,8 @@ async fn fetch_each(
     mut on_message: impl FnMut(u64, &Delivery) -> ControlFlow<()>,
 ) -> Result<Browsed> {
     let mut hold = Hold::open(broker, queue).await?;
-    let interrupt = tokio::signal::ctrl_c();
+    let _armed = crate::interrupt::arm();
+    let interrupt = crate::interrupt::interrupted();
     tokio::pin!(interrupt);
     browsed.end = loop {
         if browsed.read >= target {
@@ -537,6 +584,15 @@ impl<'a> Hold<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_are_bounded_in_bytes() {
+        assert_eq!(window_for(0), FIRST_WINDOW);
+        assert_eq!(window_for(1024), 12_288);
+        assert_eq!(window_for(100), WINDOW);
+        assert_eq!(window_for(1 << 20), 12);
+        assert_eq!(window_for(64 << 20), 1);
+    }
 
     #[test]
     fn prefetch_covers_the_whole_browse_or_is_unlimited() {

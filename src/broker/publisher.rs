@@ -1,7 +1,19 @@
-//! Publishing with confirms, many in flight: each publish is settled (confirmed, returned,
-//! nacked) in order, so a caller acks a source only after its copy is safe.
+//! Publishing with confirms, many in flight, and knowing for each copy whether it was routed.
+//!
+//! lapin hands a returned message (`mandatory`, 312 NO_ROUTE) to whichever confirm it resolves
+//! next, and resolves a multiple ack in hash-map order, so the confirm a return rides on says
+//! nothing about which copy was returned. Two rules make the pairing ours:
+//! - a return is paired with its copy by content (routing key, body hash, properties), not by
+//!   the confirm it came with;
+//! - a copy counts as settled only once every confirm that could carry its return was seen. The
+//!   broker sends a return before the ack that covers its copy, and that ack can only cover copies
+//!   published before it was received; so once the confirms of every copy published up to the
+//!   moment this copy's confirm was seen (its *barrier*) are seen, its return, if any, is known.
+//!
+//! [`Ledger`] is that bookkeeping, without a broker, so its edge cases are unit-tested.
 
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
@@ -10,26 +22,169 @@ use super::amqp::short;
 use super::Broker;
 use crate::error::Result;
 
-/// How many publishes may await their confirm at once.
-pub const WINDOW: usize = 512;
+/// How many publishes may await their confirm at once, by default.
+pub const CONFIRM_WINDOW: usize = 512;
 
-/// The fate of one publish, identified by the caller's key (a delivery tag, a line number).
+/// The fate of one publish, identified by the caller's key (a source message, a line number).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
-    Confirmed(u64),
+pub enum Settled<K> {
+    Confirmed(K),
     /// Unroutable with `mandatory`: no such queue. The reason is the broker's reply.
-    Returned(u64, String),
-    Nacked(u64),
+    Returned(K, String),
+    Nacked(K),
 }
 
-pub struct ConfirmedPublisher<'b> {
+fn body_hash(body: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    h.finish()
+}
+
+/// What a copy looked like, to recognise it when the broker returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fingerprint {
+    pub queue: String,
+    pub body_hash: u64,
+    pub properties: BasicProperties,
+}
+
+impl Fingerprint {
+    pub fn of(queue: &str, body: &[u8], properties: &BasicProperties) -> Fingerprint {
+        Fingerprint {
+            queue: queue.to_string(),
+            body_hash: body_hash(body),
+            properties: properties.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry<K> {
+    seq: u64,
+    key: K,
+    fingerprint: Fingerprint,
+    /// Set when its confirm was seen: the publishes sent by then, and whether it was an ack.
+    seen: Option<(u64, bool)>,
+    returned: Option<String>,
+}
+
+/// The bookkeeping of publishes in flight (pure).
+#[derive(Debug)]
+pub struct Ledger<K> {
+    published: u64,
+    /// Confirms are seen in publish order: every seq up to this one was seen.
+    seen_upto: u64,
+    entries: VecDeque<Entry<K>>,
+    /// A return that matched no copy still in the ledger: something this design says cannot
+    /// happen; the caller stops and says so.
+    unmatched: Option<String>,
+}
+
+impl<K> Default for Ledger<K> {
+    fn default() -> Self {
+        Ledger {
+            published: 0,
+            seen_upto: 0,
+            entries: VecDeque::new(),
+            unmatched: None,
+        }
+    }
+}
+
+impl<K: Clone> Ledger<K> {
+    /// Records a publish; its sequence number (1, 2, …), which its confirm will be seen with.
+    pub fn published(&mut self, key: K, fingerprint: Fingerprint) -> u64 {
+        self.published += 1;
+        self.entries.push_back(Entry {
+            seq: self.published,
+            key,
+            fingerprint,
+            seen: None,
+            returned: None,
+        });
+        self.published
+    }
+
+    /// Records the confirm of `seq` (seen in publish order), and the return it carried, if any:
+    /// that return may belong to any copy still in the ledger.
+    pub fn confirmed(&mut self, seq: u64, ack: bool, returned: Option<(Fingerprint, String)>) {
+        self.seen_upto = self.seen_upto.max(seq);
+        let barrier = self.published;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
+            e.seen = Some((barrier, ack));
+        }
+        if let Some((fp, reason)) = returned {
+            self.pair_return(&fp, reason);
+        }
+    }
+
+    /// Marks the copy that was returned. Among copies with the same queue and body, the first
+    /// with the same properties; if none has them (a broker that re-encoded a value), the only
+    /// candidate; if several, all of them: their sources stay, which may duplicate but never loses.
+    fn pair_return(&mut self, fp: &Fingerprint, reason: String) {
+        let open = |e: &&mut Entry<K>| {
+            e.returned.is_none()
+                && e.fingerprint.queue == fp.queue
+                && e.fingerprint.body_hash == fp.body_hash
+        };
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .filter(open)
+            .find(|e| e.fingerprint.properties == fp.properties)
+        {
+            e.returned = Some(reason);
+            return;
+        }
+        let mut matched = false;
+        for e in self.entries.iter_mut().filter(open) {
+            e.returned = Some(reason.clone());
+            matched = true;
+        }
+        if !matched {
+            self.unmatched.get_or_insert(reason);
+        }
+    }
+
+    /// The publishes whose fate is now certain, in publish order.
+    pub fn take_settled(&mut self) -> Vec<Settled<K>> {
+        let mut out = Vec::new();
+        while let Some(e) = self.entries.front() {
+            match e.seen {
+                Some((barrier, _)) if barrier <= self.seen_upto => {}
+                _ => break,
+            }
+            let e = self.entries.pop_front().expect("front exists");
+            let (_, ack) = e.seen.expect("checked above");
+            out.push(match (e.returned, ack) {
+                (Some(reason), _) => Settled::Returned(e.key, reason),
+                (None, true) => Settled::Confirmed(e.key),
+                (None, false) => Settled::Nacked(e.key),
+            });
+        }
+        out
+    }
+
+    pub fn unmatched_return(&self) -> Option<&str> {
+        self.unmatched.as_deref()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+pub struct ConfirmedPublisher<'b, K> {
     broker: &'b Broker,
     channel: Channel,
-    in_flight: VecDeque<(u64, PublisherConfirm)>,
+    confirms: VecDeque<(u64, PublisherConfirm)>,
+    ledger: Ledger<K>,
+    window: usize,
 }
 
-impl<'b> ConfirmedPublisher<'b> {
-    pub async fn open(broker: &'b Broker) -> Result<ConfirmedPublisher<'b>> {
+impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
+    /// `window`: how many publishes may await their confirm at once.
+    pub async fn open(broker: &'b Broker, window: usize) -> Result<ConfirmedPublisher<'b, K>> {
         let channel = broker.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -38,19 +193,22 @@ impl<'b> ConfirmedPublisher<'b> {
         Ok(ConfirmedPublisher {
             broker,
             channel,
-            in_flight: VecDeque::new(),
+            confirms: VecDeque::new(),
+            ledger: Ledger::default(),
+            window: window.max(1),
         })
     }
 
     /// Publishes to the default exchange with routing key `queue`, `mandatory` set. Returns the
-    /// publishes settled to keep the window: the caller must act on each.
+    /// publishes now settled: the caller must act on each.
     pub async fn publish(
         &mut self,
-        key: u64,
+        key: K,
         queue: &str,
         body: &[u8],
         props: BasicProperties,
-    ) -> Result<Vec<Settled>> {
+    ) -> Result<Vec<Settled<K>>> {
+        let fingerprint = Fingerprint::of(queue, body, &props);
         let confirm = self
             .channel
             .basic_publish(
@@ -65,36 +223,70 @@ impl<'b> ConfirmedPublisher<'b> {
             )
             .await
             .map_err(|e| self.broker.lost(e))?;
-        self.in_flight.push_back((key, confirm));
-        let mut settled = Vec::new();
-        // Settle half the window at a time: the caller acks a batch with one multiple ack.
-        while self.in_flight.len() >= WINDOW
-            || (!settled.is_empty() && self.in_flight.len() > WINDOW / 2)
-        {
-            settled.push(self.settle_one().await?);
+        let seq = self.ledger.published(key, fingerprint);
+        self.confirms.push_back((seq, confirm));
+        // Wait for half the window at a time: the caller acks a batch with one multiple ack.
+        if self.confirms.len() >= self.window {
+            while self.confirms.len() > self.window / 2 {
+                self.see_one().await?;
+            }
         }
-        Ok(settled)
+        Ok(self.ledger.take_settled())
     }
 
+    /// Waits for every publish still in flight; afterwards every one is settled.
+    pub async fn flush(&mut self) -> Result<Vec<Settled<K>>> {
+        while !self.confirms.is_empty() {
+            self.see_one().await?;
+        }
+        Ok(self.ledger.take_settled())
+    }
+
+    /// Publishes sent and not yet settled.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.ledger.in_flight()
     }
 
-    /// Waits for every publish still in flight.
-    pub async fn flush(&mut self) -> Result<Vec<Settled>> {
-        let mut settled = Vec::new();
-        while !self.in_flight.is_empty() {
-            settled.push(self.settle_one().await?);
-        }
-        Ok(settled)
+    /// Changes how many publishes may await their confirm (the reader's budget, in bytes,
+    /// shrinks it when messages turn out big).
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window.max(1);
     }
 
-    async fn settle_one(&mut self) -> Result<Settled> {
-        let Some((key, confirm)) = self.in_flight.pop_front() else {
-            unreachable!("settle_one is only called with publishes in flight")
+    /// A return no copy could be paired with (see [`Ledger`]).
+    pub fn unmatched_return(&self) -> Option<&str> {
+        self.ledger.unmatched_return()
+    }
+
+    async fn see_one(&mut self) -> Result<()> {
+        let Some((seq, confirm)) = self.confirms.pop_front() else {
+            return Ok(());
         };
         let confirmation = confirm.await.map_err(|e| self.broker.lost(e))?;
-        Ok(classify(key, confirmation))
+        let (ack, returned) = match confirmation {
+            Confirmation::Ack(r) => (true, r),
+            Confirmation::Nack(r) => (false, r),
+            // Cannot happen after confirm_select; if it did, nothing proves the copy safe.
+            Confirmation::NotRequested => (false, None),
+        };
+        let returned = returned.map(|r| {
+            let reason = format!(
+                "{} {} for queue \"{}\"",
+                r.reply_code,
+                r.reply_text,
+                crate::util::printable(r.delivery.routing_key.as_str())
+            );
+            (
+                Fingerprint::of(
+                    r.delivery.routing_key.as_str(),
+                    &r.delivery.data,
+                    &r.delivery.properties,
+                ),
+                reason,
+            )
+        });
+        self.ledger.confirmed(seq, ack, returned);
+        Ok(())
     }
 
     pub async fn close(self) {
@@ -102,19 +294,170 @@ impl<'b> ConfirmedPublisher<'b> {
     }
 }
 
-/// `Ack(None)` is the only success: with `mandatory`, an unroutable message is acked too, with
-/// the returned message attached (312 NO_ROUTE).
-pub fn classify(key: u64, c: Confirmation) -> Settled {
-    match c {
-        Confirmation::Ack(None) => Settled::Confirmed(key),
-        Confirmation::Ack(Some(returned)) => {
-            let reason = format!(
-                "{} {} for queue \"{}\"",
-                returned.reply_code, returned.reply_text, returned.delivery.routing_key
-            );
-            Settled::Returned(key, reason)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::ShortString;
+
+    fn fp(queue: &str, body: &str, id: &str) -> Fingerprint {
+        Fingerprint::of(
+            queue,
+            body.as_bytes(),
+            &BasicProperties::default().with_message_id(ShortString::from(id)),
+        )
+    }
+
+    #[test]
+    fn a_return_riding_on_another_confirm_is_paired_with_its_own_copy() {
+        let mut l = Ledger::default();
+        for k in 1..=3u64 {
+            l.published(k, fp("q", &format!("m{k}"), &k.to_string()));
         }
-        // NotRequested cannot happen after confirm_select; if it did, nothing proves the copy safe.
-        Confirmation::Nack(_) | Confirmation::NotRequested => Settled::Nacked(key),
+        // The broker returned copy 3; lapin attached the return to the confirm of copy 1.
+        l.confirmed(1, true, Some((fp("q", "m3", "3"), "312 NO_ROUTE".into())));
+        l.confirmed(2, true, None);
+        l.confirmed(3, true, None);
+        assert_eq!(
+            l.take_settled(),
+            vec![
+                Settled::Confirmed(1),
+                Settled::Confirmed(2),
+                Settled::Returned(3, "312 NO_ROUTE".into())
+            ]
+        );
+        assert_eq!(l.unmatched_return(), None);
+    }
+
+    #[test]
+    fn a_copy_is_not_settled_before_every_confirm_that_could_carry_its_return() {
+        let mut l = Ledger::default();
+        l.published(1u64, fp("q", "a", "1"));
+        l.published(2, fp("q", "b", "2"));
+        // Copy 1's confirm is seen while copy 2 is in flight: the ack frame that covered copy 1
+        // may have covered copy 2 too, with copy 1's return riding on copy 2's confirm.
+        l.confirmed(1, true, None);
+        assert_eq!(l.take_settled(), vec![]);
+        l.published(3, fp("q", "c", "3"));
+        l.confirmed(2, true, Some((fp("q", "a", "1"), "312 NO_ROUTE".into())));
+        // Copy 1's barrier was 2: settled now, as returned. Copy 2's barrier is 3: not yet.
+        assert_eq!(
+            l.take_settled(),
+            vec![Settled::Returned(1, "312 NO_ROUTE".into())]
+        );
+        l.confirmed(3, true, None);
+        assert_eq!(
+            l.take_settled(),
+            vec![Settled::Confirmed(2), Settled::Confirmed(3)]
+        );
+    }
+
+    #[test]
+    fn identical_copies_pair_with_one_and_a_stranger_is_reported() {
+        let mut l = Ledger::default();
+        l.published(1u64, fp("q", "same", "x"));
+        l.published(2, fp("q", "same", "x"));
+        l.confirmed(1, true, Some((fp("q", "same", "x"), "312".into())));
+        l.confirmed(2, false, Some((fp("other", "zzz", "y"), "312".into())));
+        assert_eq!(
+            l.take_settled(),
+            vec![Settled::Returned(1, "312".into()), Settled::Nacked(2)]
+        );
+        assert_eq!(l.unmatched_return(), Some("312"));
+    }
+
+    #[test]
+    fn same_body_other_properties_is_another_copy() {
+        let mut l = Ledger::default();
+        l.published(1u64, fp("q", "same", "a"));
+        l.published(2, fp("q", "same", "b"));
+        l.confirmed(1, true, Some((fp("q", "same", "b"), "312".into())));
+        l.confirmed(2, true, None);
+        assert_eq!(
+            l.take_settled(),
+            vec![Settled::Confirmed(1), Settled::Returned(2, "312".into())]
+        );
+    }
+
+    type Carried = std::collections::HashMap<u64, Option<u64>>;
+
+    /// We see confirms in publish order, as far as they are resolved.
+    fn see(
+        l: &mut Ledger<u64>,
+        carried: &mut Carried,
+        next_seen: &mut u64,
+        settled: &mut Vec<Settled<u64>>,
+    ) {
+        while let Some(r) = carried.remove(next_seen) {
+            let ret = r.map(|k| (fp("q", &format!("b{k}"), &k.to_string()), "312".into()));
+            l.confirmed(*next_seen, true, ret);
+            *next_seen += 1;
+            settled.extend(l.take_settled());
+        }
+    }
+
+    #[test]
+    fn many_random_pairings_never_settle_a_returned_copy_as_confirmed() {
+        // Simulates lapin: returns queue up in order and ride on whichever confirm resolves next;
+        // a multiple ack resolves its confirms in any order; we see them in publish order.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2_000 {
+            let mut l = Ledger::default();
+            let n = 40u64;
+            let unroutable: Vec<bool> = (0..n).map(|_| rand() % 3 == 0).collect();
+            let mut published = 0u64;
+            let mut waiting: VecDeque<u64> = VecDeque::new();
+            let mut carried = Carried::default();
+            let mut next_seen = 1u64;
+            let mut settled = Vec::new();
+            let mut acked_upto = 0u64;
+            while next_seen <= n {
+                // publish a few
+                for _ in 0..(rand() % 4) {
+                    if published < n {
+                        published += 1;
+                        let k = published;
+                        l.published(k, fp("q", &format!("b{k}"), &k.to_string()));
+                        if unroutable[(k - 1) as usize] {
+                            waiting.push_back(k);
+                        }
+                    }
+                }
+                // the broker sends a multiple ack up to some published tag
+                if published > acked_upto && rand() % 2 == 0 {
+                    let upto = acked_upto + 1 + rand() % (published - acked_upto);
+                    let mut frame: Vec<u64> = (acked_upto + 1..=upto).collect();
+                    // resolve in a random order, each popping a waiting return
+                    for i in (1..frame.len()).rev() {
+                        frame.swap(i, (rand() % (i as u64 + 1)) as usize);
+                    }
+                    // each resolution pops the oldest waiting return, whichever copy it is for;
+                    // we may look between two resolutions of one frame
+                    for t in frame {
+                        carried.insert(t, waiting.pop_front());
+                        if rand() % 2 == 0 {
+                            see(&mut l, &mut carried, &mut next_seen, &mut settled);
+                        }
+                    }
+                    acked_upto = upto;
+                }
+                see(&mut l, &mut carried, &mut next_seen, &mut settled);
+            }
+            settled.extend(l.take_settled());
+            assert_eq!(settled.len() as u64, n);
+            for s in settled {
+                match s {
+                    Settled::Confirmed(k) => assert!(!unroutable[(k - 1) as usize]),
+                    Settled::Returned(k, _) => assert!(unroutable[(k - 1) as usize]),
+                    Settled::Nacked(_) => panic!("no nacks here"),
+                }
+            }
+            assert_eq!(l.unmatched_return(), None);
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::source::resolve;
-use crate::broker::reader::QueueReader;
+use crate::broker::reader::{Handle, QueueReader};
 use crate::broker::Broker;
 use crate::cli::ExportArgs;
 use crate::error::{Error, Outcome, Result};
@@ -29,11 +29,22 @@ pub struct ExportReport {
     pub filter_errors: u64,
     pub declined: bool,
     pub remove: bool,
+    pub interrupted: bool,
+    /// Why the run stopped early or looked at fewer messages than it set out to.
+    pub problem: Option<String>,
+    /// What was done to a torn last line left by an earlier, killed export.
+    pub repaired_tail: Option<String>,
 }
 
 impl ExportReport {
     pub fn outcome(&self) -> Outcome {
-        Outcome::Success
+        if self.interrupted {
+            Outcome::Interrupted
+        } else if self.problem.is_some() {
+            Outcome::PartialFailure
+        } else {
+            Outcome::Success
+        }
     }
 }
 
@@ -56,6 +67,88 @@ fn write_err(path: &Path, e: &std::io::Error) -> Error {
     ))
 }
 
+/// What to do with the bytes after the last newline of an existing archive (pure).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// Empty file, or it ends with a newline.
+    Clean,
+    /// A whole record without its newline: add the newline.
+    Complete,
+    /// Part of a record (a killed export): cut it off at this length. Its message was never
+    /// acked (a message is removed only after its whole line is fsynced), so nothing is lost.
+    Cut(u64),
+}
+
+pub fn classify_tail(content_tail: &[u8], tail_start: u64) -> Tail {
+    if content_tail.is_empty() {
+        return Tail::Clean;
+    }
+    match serde_json::from_slice::<serde_json::Value>(content_tail) {
+        Ok(serde_json::Value::Object(_)) => Tail::Complete,
+        _ => Tail::Cut(tail_start),
+    }
+}
+
+/// Makes sure the archive ends with a complete line before anything is appended.
+fn repair_tail(path: &Path) -> Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return Ok(None); // absent (created later) or unreadable (open_for_append says why)
+    };
+    let fail = |e: std::io::Error| {
+        Error::runtime(format!(
+            "cannot check the end of {}: {}; nothing was exported",
+            path.display(),
+            io_reason(&e)
+        ))
+    };
+    let len = f.metadata().map_err(fail)?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // Look back far enough to find the last newline of any reasonable record.
+    let mut start = len.saturating_sub(1 << 20);
+    let tail = loop {
+        f.seek(SeekFrom::Start(start)).map_err(fail)?;
+        let mut buf = Vec::new();
+        Read::by_ref(&mut f)
+            .take(len - start)
+            .read_to_end(&mut buf)
+            .map_err(fail)?;
+        match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => break (start + i as u64 + 1, buf[i + 1..].to_vec()),
+            None if start == 0 => break (0, buf),
+            None => start = start.saturating_sub(64 << 20),
+        }
+    };
+    let (tail_start, bytes) = tail;
+    match classify_tail(&bytes, tail_start) {
+        Tail::Clean => Ok(None),
+        Tail::Complete => {
+            f.seek(SeekFrom::End(0)).map_err(fail)?;
+            f.write_all(b"\n").map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+            Ok(Some(format!(
+                "{} did not end with a newline; one was added after its last record",
+                path.display()
+            )))
+        }
+        Tail::Cut(at) => {
+            f.set_len(at).map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+            Ok(Some(format!(
+                "{} ended with an incomplete line ({} bytes, from an interrupted export); it was cut off (its message was never removed from the queue)",
+                path.display(),
+                len - at
+            )))
+        }
+    }
+}
+
 pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let filter = a
         .filter
@@ -68,7 +161,9 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     } else {
         None
     };
-    let file = open_for_append(&a.file)?;
+    // Check that the file can be written before connecting; repair its end only once the user
+    // agreed (below), so a "no" changes nothing.
+    drop(open_for_append(&a.file)?);
     let broker = Broker::connect(&settings.urls, &format!("export {}", source.queue)).await?;
     let mut report = ExportReport {
         queue: source.queue.clone(),
@@ -79,6 +174,9 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
         filter_errors: 0,
         declined: false,
         remove: a.remove,
+        interrupted: false,
+        problem: None,
+        repaired_tail: None,
     };
     if consent == Some(ui::Consent::Ask) {
         // Ask before consuming: a prompt left open must not hold deliveries (consumer timeout).
@@ -103,13 +201,17 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
             return Ok(Box::new(report));
         }
     }
-    let mut reader = QueueReader::open(&broker, &source.queue, a.limit).await?;
-    let bar = ui::progress(settings, reader.budget, "exporting");
+    report.repaired_tail = repair_tail(&a.file)?;
+    let file = open_for_append(&a.file)?;
+    let mut reader = QueueReader::open(&broker, &source.queue).await?;
+    let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
+    let bar = ui::progress(settings, budget, "exporting");
     let result = export(
         &mut reader,
         file,
         &a.file,
         filter.as_ref(),
+        a.limit,
         a.remove,
         &mut report,
         &bar,
@@ -124,20 +226,36 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     Ok(Box::new(report))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn export(
     reader: &mut QueueReader<'_>,
     file: File,
     path: &Path,
     filter: Option<&Filter>,
+    limit: Option<u64>,
     remove: bool,
     report: &mut ExportReport,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
     let mut out = BufWriter::new(file);
-    let mut pending: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut pending: Vec<Handle> = Vec::with_capacity(BATCH);
     let queue = reader.queue.clone();
-    while let Some((pos, d)) = reader.next().await? {
-        bar.inc(1);
+    let _armed = crate::interrupt::arm();
+    let ctrl_c = crate::interrupt::interrupted();
+    tokio::pin!(ctrl_c);
+    while limit.is_none_or(|l| report.exported < l) {
+        let next = tokio::select! {
+            biased;
+            _ = &mut ctrl_c => {
+                report.interrupted = true;
+                break;
+            }
+            n = reader.next() => n?,
+        };
+        let Some((pos, d, handle)) = next else {
+            report.problem = reader.shortfall_problem();
+            break;
+        };
         let json = to_json(&MessageView::from_delivery(&queue, pos, &d));
         let matched = match filter {
             None => true,
@@ -146,39 +264,55 @@ async fn export(
                 false
             }),
         };
+        bar.inc(u64::from(matched || limit.is_none()));
         if !matched {
             report.kept += 1;
+            reader.keep(handle).await?;
             continue;
         }
         serde_json::to_writer(&mut out, &json)
             .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
         report.exported += 1;
-        pending.push(d.delivery_tag);
-        if pending.len() >= BATCH {
-            commit(&mut out, path, &mut pending, reader, remove, report).await?;
+        if remove {
+            pending.push(handle);
+        } else {
+            reader.keep(handle).await?;
+        }
+        if pending.len() >= BATCH.min(reader.budget().in_flight) {
+            commit(&mut out, path, &mut pending, reader, report).await?;
         }
     }
-    commit(&mut out, path, &mut pending, reader, remove, report).await
+    commit(&mut out, path, &mut pending, reader, report).await
 }
 
 /// Flush and fsync the lines written so far; only then ack their messages.
 async fn commit(
     out: &mut BufWriter<File>,
     path: &Path,
-    pending: &mut Vec<u64>,
+    pending: &mut Vec<Handle>,
     reader: &mut QueueReader<'_>,
-    remove: bool,
     report: &mut ExportReport,
 ) -> Result<()> {
     out.flush().map_err(|e| write_err(path, &e))?;
     out.get_ref().sync_all().map_err(|e| write_err(path, &e))?;
-    if remove {
-        for tag in pending.iter() {
-            reader.ack(*tag).await?;
-            report.removed += 1;
-        }
+    if !pending.is_empty() {
+        reader.ack(pending).await?;
+        report.removed += pending.len() as u64;
     }
     pending.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_record_is_cut_and_a_whole_one_completed() {
+        assert_eq!(classify_tail(b"", 10), Tail::Clean);
+        assert_eq!(classify_tail(br#"{"position":3,"bo"#, 40), Tail::Cut(40));
+        assert_eq!(classify_tail(br#"{"position":3}"#, 40), Tail::Complete);
+        assert_eq!(classify_tail(b"12", 40), Tail::Cut(40));
+    }
 }

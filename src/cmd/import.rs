@@ -22,11 +22,18 @@ pub struct ImportReport {
     pub imported: u64,
     pub records: u64,
     pub declined: bool,
+    pub interrupted: bool,
+    /// The first line not known to be published, when the run stopped before the end.
+    pub resume_line: Option<u64>,
 }
 
 impl ImportReport {
     pub fn outcome(&self) -> Outcome {
-        Outcome::Success
+        if self.interrupted {
+            Outcome::Interrupted
+        } else {
+            Outcome::Success
+        }
     }
 }
 
@@ -34,6 +41,18 @@ fn open(path: &Path) -> Result<BufReader<File>> {
     File::open(path)
         .map(BufReader::new)
         .map_err(|e| Error::usage(format!("cannot read {}: {}", path.display(), io_reason(&e))))
+}
+
+fn ends_with_newline(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-1))?;
+            f.read_exact(&mut last)
+        })
+        .map(|()| last[0] == b'\n')
+        .unwrap_or(true)
 }
 
 /// Each non-empty line as (line number, record), stopping at the first bad one.
@@ -56,9 +75,20 @@ fn records(
         if line.trim().is_empty() {
             return None;
         }
-        let parsed = serde_json::from_str::<serde_json::Value>(&line)
-            .map_err(|e| format!("not JSON ({e})"))
-            .and_then(|v| record_from_json(&v));
+        let parsed = match serde_json::from_str::<serde_json::Value>(&line) {
+            // A record cut short with no newline after it: the last line of an export that was
+            // killed while writing (its message was never removed from the queue).
+            Err(e) if e.is_eof() && !ends_with_newline(path) => {
+                return Some(Err(Error::usage(format!(
+                    "{} line {n} is torn (cut short, no newline at the end: an interrupted export); nothing was published; `head -n {} {}` gives the complete lines before it",
+                    path.display(),
+                    n - 1,
+                    path.display()
+                ))))
+            }
+            Err(e) => Err(format!("not JSON ({e})")),
+            Ok(v) => record_from_json(&v),
+        };
         Some(parsed.map(|r| (n, r)).map_err(|why| {
             Error::usage(format!(
                 "{} line {n}: {why}; nothing was published",
@@ -90,6 +120,8 @@ pub async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>>
         imported: 0,
         records: count,
         declined: false,
+        interrupted: false,
+        resume_line: None,
     };
     let question = format!(
         "Publish {count} message(s) from {} to \"{}\"?",
@@ -102,42 +134,92 @@ pub async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>>
         return Ok(Box::new(report));
     }
     let bar = ui::progress(settings, count, "importing");
-    let result = publish_all(&broker, a, &mut report, &bar).await;
+    let mut progress = Progress::default();
+    let result = publish_all(&broker, a, &mut report, &mut progress, &bar).await;
     bar.finish_and_clear();
     broker.close().await;
-    result.map_err(|e| Error::Runtime {
-        message: format!(
-            "{}; {} of {} message(s) were published",
-            e.message(),
-            report.imported,
-            report.records
-        ),
-        cause: e.cause().map(str::to_string),
+    report.resume_line = progress.first_unsure();
+    result.map_err(|e| {
+        let unsure = progress.sent - report.imported - progress.refused;
+        let resume = match progress.first_unsure() {
+            Some(line) if unsure > 0 => format!(
+                "; {unsure} more were sent but not confirmed (they may be in the queue): lines before {line} are all published (`tail -n +{line}` gives the rest)"
+            ),
+            Some(line) => format!("; lines before {line} are all published (`tail -n +{line}` gives the rest)"),
+            None => String::new(),
+        };
+        Error::Runtime {
+            message: format!(
+                "{}; {} of {} message(s) were published (confirmed){resume}",
+                e.message(),
+                report.imported,
+                report.records
+            ),
+            cause: e.cause().map(str::to_string),
+        }
     })?;
     Ok(Box::new(report))
+}
+
+/// What is known of the publishes so far.
+#[derive(Default)]
+struct Progress {
+    sent: u64,
+    refused: u64,
+    /// Line numbers of the records sent, in order, not yet known to be published.
+    open: std::collections::BTreeSet<u64>,
+    /// The last line read, to resume after it when everything sent was confirmed.
+    last_line: u64,
+    /// Every record of the file was sent.
+    done: bool,
+}
+
+impl Progress {
+    /// The first line not known to be published (the place to resume from).
+    fn first_unsure(&self) -> Option<u64> {
+        match self.open.first() {
+            Some(&l) => Some(l),
+            None if self.done => None,
+            None => Some(self.last_line + 1),
+        }
+    }
 }
 
 async fn publish_all(
     broker: &Broker,
     a: &ImportArgs,
     report: &mut ImportReport,
+    progress: &mut Progress,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let mut publisher = ConfirmedPublisher::open(broker).await?;
+    let mut publisher =
+        ConfirmedPublisher::open(broker, crate::broker::publisher::CONFIRM_WINDOW).await?;
     let mut failure: Option<String> = None;
+    let _armed = crate::interrupt::arm();
+    let mut finished = true;
     for r in records(&a.file)? {
+        if crate::interrupt::requested() {
+            report.interrupted = true;
+            finished = false;
+            break;
+        }
         let (line, record) = r?;
+        progress.last_line = line;
+        progress.open.insert(line);
+        progress.sent += 1;
         let settled = publisher
             .publish(line, &a.to, &record.body, record.properties)
             .await?;
-        tally(settled, report, &mut failure, &a.file);
+        tally(settled, report, progress, &mut failure, &a.file);
         bar.inc(1);
         if failure.is_some() {
+            finished = false;
             break;
         }
     }
-    let settled = publisher.flush().await?;
-    tally(settled, report, &mut failure, &a.file);
+    let settled = publisher.flush().await;
+    tally(settled?, report, progress, &mut failure, &a.file);
+    progress.done = finished;
     publisher.close().await;
     match failure {
         Some(f) => Err(Error::runtime(f)),
@@ -146,21 +228,27 @@ async fn publish_all(
 }
 
 fn tally(
-    settled: Vec<Settled>,
+    settled: Vec<Settled<u64>>,
     report: &mut ImportReport,
+    progress: &mut Progress,
     failure: &mut Option<String>,
     file: &Path,
 ) {
     for s in settled {
         match s {
-            Settled::Confirmed(_) => report.imported += 1,
+            Settled::Confirmed(line) => {
+                report.imported += 1;
+                progress.open.remove(&line);
+            }
             Settled::Returned(line, why) => {
+                progress.refused += 1;
                 failure.get_or_insert(format!(
                     "{} line {line} was returned by the broker ({why})",
                     file.display()
                 ));
             }
             Settled::Nacked(line) => {
+                progress.refused += 1;
                 failure.get_or_insert(format!(
                     "{} line {line} was refused (nacked) by the broker",
                     file.display()

@@ -181,19 +181,16 @@ pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Opt
     match b.end {
         End::Done if b.depth == 0 => notes.push(format!("queue \"{shown}\" is empty")),
         End::Done | End::Stopped => {}
-        End::RanOut => notes.push(format!(
-            "read {} of {target} messages: the queue ran out (another consumer took the rest)",
-            b.read
-        )),
+        End::RanOut => {
+            problem = Some(format!(
+                "{} of the {target} message(s) of \"{shown}\" set out to look at were not looked at: the queue ran out (another consumer took them)",
+                target.saturating_sub(b.read)
+            ))
+        }
         End::NearLimit {
             position,
             delivery_count,
         } => problem = Some(near_limit_problem(queue, position, delivery_count)),
-        End::Idle => notes.push(format!(
-            "read {} of {target} messages: nothing more arrived for {} s (another consumer may hold the rest)",
-            b.read,
-            browse::IDLE.as_secs()
-        )),
         End::Cancelled => {
             problem = Some(format!(
                 "the broker cancelled the read of \"{shown}\" after {} messages (was the queue deleted?)",
@@ -259,9 +256,19 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
         .transpose()?;
     let (broker, counts, keep_clear_of, mut notes) =
         open_source(settings, &queue, &format!("list {queue}"), a.force).await?;
-    let target = a.limit.map_or(u64::from(counts.messages), |l| {
+    // --limit caps the matches: with a filter, read on until that many matched.
+    let (read_limit, match_limit) = match filter {
+        Some(_) => (None, a.limit),
+        None => (a.limit, None),
+    };
+    let target = read_limit.map_or(u64::from(counts.messages), |l| {
         l.min(u64::from(counts.messages))
     });
+    let mut matched = 0u64;
+    let mut enough = move || {
+        matched += 1;
+        match_limit.is_some_and(|l| matched >= l)
+    };
     let mut selection = Selection::new(filter);
     let result = match (&group_by, a.group_by.as_deref()) {
         (Some(expr), Some(text)) => {
@@ -270,11 +277,14 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
                 &broker,
                 &queue,
                 counts.messages,
-                a.limit,
+                read_limit,
                 keep_clear_of,
                 |pos, d| {
                     if let Some(m) = selection.select(&queue, pos, d) {
                         groups.add(expr, &m);
+                        if enough() {
+                            return ControlFlow::Break(());
+                        }
                     }
                     ControlFlow::Continue(())
                 },
@@ -302,10 +312,11 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
                 &broker,
                 &queue,
                 counts.messages,
-                a.limit,
+                read_limit,
                 keep_clear_of,
                 |pos, d| match selection.select(&queue, pos, d) {
                     Some(m) => match sink.push(&m) {
+                        Ok(()) if enough() => ControlFlow::Break(()),
                         Ok(()) => ControlFlow::Continue(()),
                         Err(e) => {
                             write_error = Some(e);

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
+use lapin::BasicProperties;
 use serde::Serialize;
 
 use super::source::{resolve, Source};
 use crate::broker::amqp::Reply;
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
-use crate::broker::reader::QueueReader;
+use crate::broker::reader::{Handle, QueueReader};
 use crate::broker::Broker;
 use crate::cli::ReplayArgs;
 use crate::error::{Error, Outcome, Result};
@@ -51,6 +52,14 @@ pub struct PreviewRow {
     pub message_id: Option<String>,
     pub destination: Option<String>,
     pub failure: Option<String>,
+    /// With --transform: one line per changed field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<String>>,
+    /// With --transform: the message before and the transform's output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 pub struct ReplayReport {
@@ -64,6 +73,11 @@ pub struct ReplayReport {
     /// Why the run stopped early or why messages failed.
     pub problem: Option<String>,
     pub filter_errors: u64,
+    /// With --transform: messages whose transform failed or gave no valid record (kept, failed).
+    pub transform_errors: u64,
+    pub first_transform_error: Option<String>,
+    /// With --transform: how many of the messages it ran on it changed; None without one.
+    pub changed: Option<u64>,
     pub interrupted: bool,
     pub seconds: f64,
 }
@@ -87,6 +101,11 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
         .filter
         .as_deref()
         .map(|f| super::compile_filter(f, "--filter"))
+        .transpose()?;
+    let transform = a
+        .transform
+        .as_deref()
+        .map(|t| super::compile_filter(t, "--transform"))
         .transpose()?;
     let source = resolve(&a.source, settings)?;
     let destination = match (&a.to, &source) {
@@ -124,25 +143,29 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
         preview: Vec::new(),
         problem: None,
         filter_errors: 0,
+        transform_errors: 0,
+        first_transform_error: None,
+        changed: transform.as_ref().map(|_| 0),
         interrupted: false,
         seconds: 0.0,
     };
+    let mut ctx = Plan {
+        broker: &broker,
+        queue: &source.queue,
+        destination: &destination,
+        transform: transform.as_ref(),
+        origins: &mut origins,
+    };
     if a.dry_run || consent == Some(ui::Consent::Ask) {
-        survey(
-            &broker,
-            &source.queue,
-            a.limit,
-            filter.as_ref(),
-            &destination,
-            &mut origins,
-            &mut report,
-        )
-        .await?;
+        survey(&mut ctx, a.limit, filter.as_ref(), &mut report).await?;
         if a.dry_run {
             broker.close().await;
             return Ok(Box::new(report));
         }
-        eprintln!("{}", crate::output::moves::preview_text(&report));
+        eprintln!(
+            "{}",
+            crate::output::moves::preview_text(&report, ui::stderr_color(settings))
+        );
         let question = format!(
             "Replay {} message(s) from \"{}\" to {}?",
             report.counts.replayed,
@@ -159,18 +182,12 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
         report.counts = Counts::default();
         report.preview.clear();
         report.filter_errors = 0;
+        report.transform_errors = 0;
+        report.first_transform_error = None;
+        report.changed = report.changed.map(|_| 0);
     }
     let started = Instant::now();
-    let result = move_messages(
-        &broker,
-        settings,
-        &source.queue,
-        a,
-        filter.as_ref(),
-        &mut origins,
-        &mut report,
-    )
-    .await;
+    let result = move_messages(&mut ctx, settings, a, filter.as_ref(), &mut report).await;
     report.seconds = started.elapsed().as_secs_f64();
     broker.close().await;
     match result {
@@ -221,6 +238,109 @@ fn selected(
     }
 }
 
+/// What a replay needs to decide each message's copy.
+struct Plan<'a, 'b> {
+    broker: &'b Broker,
+    queue: &'a str,
+    destination: &'a Destination,
+    transform: Option<&'a Filter>,
+    origins: &'a mut Origins,
+}
+
+/// The copy of one matching message: where it goes and what is published.
+struct Copy {
+    queue: String,
+    properties: BasicProperties,
+    /// None: the original body.
+    body: Option<Vec<u8>>,
+    /// With --transform: the message before and after, for previews.
+    change: Option<(serde_json::Value, serde_json::Value)>,
+}
+
+/// Why a matching message stays: it has no usable destination, or its transform failed.
+enum Stay {
+    NoDestination(String),
+    Transform(String),
+}
+
+impl Plan<'_, '_> {
+    /// Decides the copy of a matching message, or why it stays where it is.
+    async fn copy(&mut self, pos: u64, d: &Delivery) -> Result<std::result::Result<Copy, Stay>> {
+        let mut change = None;
+        let (properties, body, rerouted) = match self.transform {
+            None => (d.properties.clone(), None, None),
+            Some(t) => {
+                let before = to_json(&MessageView::from_delivery(self.queue, pos, d));
+                let after = match t.first_value(&before) {
+                    Ok(Some(after)) => after,
+                    Ok(None) => {
+                        return Ok(Err(Stay::Transform(
+                            "the transform produced no output".into(),
+                        )))
+                    }
+                    Err(e) => {
+                        return Ok(Err(Stay::Transform(format!("the transform failed: {e}"))))
+                    }
+                };
+                let repaired =
+                    match crate::transform::repair(&d.properties, &d.data, &before, &after) {
+                        Ok(r) => r,
+                        Err(why) => {
+                            return Ok(Err(Stay::Transform(format!(
+                                "the transform's output is not a valid record: {why}"
+                            ))))
+                        }
+                    };
+                change = Some((before, after));
+                let body = (repaired.body != d.data).then_some(repaired.body);
+                (repaired.properties, body, repaired.routing_key)
+            }
+        };
+        let queue = match rerouted {
+            Some(q) if self.origins.exists(self.broker, &q).await? => q,
+            Some(q) => {
+                return Ok(Err(Stay::NoDestination(format!(
+                    "queue \"{}\" (the transform's routing_key) not found",
+                    crate::util::printable(&q)
+                ))))
+            }
+            None => match route(self.broker, self.destination, d, self.origins).await? {
+                Ok(q) => q,
+                Err(why) => return Ok(Err(Stay::NoDestination(why))),
+            },
+        };
+        let headers = replay_headers(properties.headers().as_ref());
+        let properties = properties.with_headers(headers);
+        Ok(Ok(Copy {
+            queue,
+            properties,
+            body,
+            change,
+        }))
+    }
+}
+
+/// Counts a message that stays because of its transform or destination, and shows it in the
+/// preview when there is room.
+fn stays(report: &mut ReplayReport, pos: u64, d: &Delivery, why: Stay) {
+    report.counts.failed += 1;
+    let why = match why {
+        Stay::NoDestination(why) => why,
+        Stay::Transform(why) => {
+            report.transform_errors += 1;
+            report
+                .first_transform_error
+                .get_or_insert_with(|| format!("message at position {pos}: {why}"));
+            why
+        }
+    };
+    if report.preview.len() < PREVIEW_ROWS {
+        report
+            .preview
+            .push(preview_row(pos, d, None, Some(why), None));
+    }
+}
+
 /// Where this message's copy goes, or `Err(reason)` when it has no known, existing origin.
 async fn route(
     broker: &Broker,
@@ -243,74 +363,107 @@ fn preview_row(
     d: &Delivery,
     destination: Option<String>,
     failure_text: Option<String>,
+    change: Option<&(serde_json::Value, serde_json::Value)>,
 ) -> PreviewRow {
     PreviewRow {
         position,
         message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
         destination,
         failure: failure_text,
+        changes: change.map(|(b, a)| crate::transform::diff(b, a, DIFF_LINES)),
+        before: change.map(|(b, _)| b.clone()),
+        after: change.map(|(_, a)| a.clone()),
+    }
+}
+
+/// Changed fields shown per previewed message.
+const DIFF_LINES: usize = 8;
+
+/// Counts a message the transform changed (or not).
+fn count_change(report: &mut ReplayReport, copy: &Copy) {
+    if let (Some(n), Some((b, a))) = (report.changed.as_mut(), &copy.change) {
+        if crate::transform::changes_anything(b, a) {
+            *n += 1;
+        }
     }
 }
 
 /// The non-destructive first pass: counts what would move; the queue is left as it was.
 async fn survey(
-    broker: &Broker,
-    queue: &str,
+    ctx: &mut Plan<'_, '_>,
     limit: Option<u64>,
     filter: Option<&Filter>,
-    destination: &Destination,
-    origins: &mut Origins,
     report: &mut ReplayReport,
 ) -> Result<()> {
-    let mut reader = QueueReader::open(broker, queue, limit).await?;
-    while let Some((pos, d)) = reader.next().await? {
-        if !selected(filter, queue, pos, &d, &mut report.filter_errors) {
+    let mut reader = QueueReader::open(ctx.broker, ctx.queue).await?;
+    let mut matched = 0u64;
+    while limit.is_none_or(|l| matched < l) {
+        let Some((pos, d, handle)) = reader.next().await? else {
+            break;
+        };
+        reader.keep(handle).await?;
+        if !selected(filter, ctx.queue, pos, &d, &mut report.filter_errors) {
             report.counts.kept += 1;
             continue;
         }
-        let (dest, why) = match route(broker, destination, &d, origins).await? {
-            Ok(q) => {
+        matched += 1;
+        match ctx.copy(pos, &d).await? {
+            Ok(copy) => {
                 report.counts.replayed += 1;
-                (Some(q), None)
+                count_change(report, &copy);
+                if report.preview.len() < PREVIEW_ROWS {
+                    report.preview.push(preview_row(
+                        pos,
+                        &d,
+                        Some(copy.queue.clone()),
+                        None,
+                        copy.change.as_ref(),
+                    ));
+                }
             }
-            Err(why) => {
-                report.counts.failed += 1;
-                (None, Some(why))
-            }
-        };
-        if report.preview.len() < PREVIEW_ROWS {
-            report.preview.push(preview_row(pos, &d, dest, why));
+            Err(why) => stays(report, pos, &d, why),
         }
     }
+    note_shortfall(&reader, report);
     reader.finish().await
 }
+
+/// A read that looked at fewer messages than were present at the start says so.
+fn note_shortfall(reader: &QueueReader<'_>, report: &mut ReplayReport) {
+    if let Some(p) = reader.shortfall_problem() {
+        report.problem.get_or_insert(p);
+    }
+}
+
+/// How long the reader may be quiet before the copies in flight are settled anyway: the sources
+/// of unsettled copies hold the consumer's prefetch, so waiting longer could wait forever.
+const QUIET: Duration = Duration::from_millis(50);
 
 /// The real pass. Every exit path (done, stopped, Ctrl-C) settles the publishes in flight, acks
 /// the sources whose copies were confirmed, and requeues the rest; an error (connection lost)
 /// leaves unconfirmed sources unacked, and the broker returns them.
 async fn move_messages(
-    broker: &Broker,
+    ctx: &mut Plan<'_, '_>,
     settings: &Settings,
-    queue: &str,
     a: &ReplayArgs,
     filter: Option<&Filter>,
-    origins: &mut Origins,
     report: &mut ReplayReport,
 ) -> Result<()> {
-    // With one destination and no filter every message looked at is replayed or stops the run,
-    // so none waits unacked and the prefetch can be small; otherwise it must hold the kept ones.
-    let cap = (filter.is_none() && matches!(report.destination, Destination::Queue(_)))
-        .then_some((2 * crate::broker::publisher::WINDOW) as u16);
-    let mut reader = QueueReader::open_with(broker, queue, a.limit, cap).await?;
-    let mut publisher = ConfirmedPublisher::open(broker).await?;
-    let mut stays = Stays::default();
-    let bar = ui::progress(settings, reader.budget, "replaying");
+    let (broker, queue) = (ctx.broker, ctx.queue);
+    let mut reader = QueueReader::open(broker, queue).await?;
+    let mut publisher = ConfirmedPublisher::open(broker, reader.budget().in_flight).await?;
+    let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
+    let bar = ui::progress(settings, budget, "replaying");
     let pace = a.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let started = tokio::time::Instant::now();
-    let ctrl_c = tokio::signal::ctrl_c();
+    let _armed = crate::interrupt::arm();
+    let ctrl_c = crate::interrupt::interrupted();
     tokio::pin!(ctrl_c);
     let mut published: u64 = 0;
-    while report.problem.is_none() {
+    let mut matched: u64 = 0;
+    while report.problem.is_none() && a.limit.is_none_or(|l| matched < l) {
+        publisher.set_window(reader.budget().in_flight);
+        let quiet = publisher.in_flight() > 0;
         let next = tokio::select! {
             biased;
             _ = &mut ctrl_c => {
@@ -318,103 +471,84 @@ async fn move_messages(
                 break;
             }
             n = reader.next() => n?,
-        };
-        let Some((pos, d)) = next else { break };
-        bar.inc(1);
-        if !selected(filter, queue, pos, &d, &mut report.filter_errors) {
-            report.counts.kept += 1;
-            stays.add(d.delivery_tag);
-            continue;
-        }
-        let target = match route(broker, &report.destination, &d, origins).await? {
-            Ok(q) => q,
-            Err(why) => {
-                report.counts.failed += 1;
-                stays.add(d.delivery_tag);
-                if report.preview.len() < PREVIEW_ROWS {
-                    report.preview.push(preview_row(pos, &d, None, Some(why)));
-                }
+            _ = tokio::time::sleep(QUIET), if quiet => {
+                let settled = publisher.flush().await?;
+                apply_settled(settled, &mut reader, report).await?;
                 continue;
             }
         };
+        let Some((pos, d, handle)) = next else { break };
+        if !selected(filter, queue, pos, &d, &mut report.filter_errors) {
+            bar.inc(u64::from(a.limit.is_none()));
+            report.counts.kept += 1;
+            reader.keep(handle).await?;
+            continue;
+        }
+        bar.inc(1);
+        matched += 1;
+        let copy = match ctx.copy(pos, &d).await? {
+            Ok(copy) => copy,
+            Err(why) => {
+                stays(report, pos, &d, why);
+                reader.keep(handle).await?;
+                continue;
+            }
+        };
+        count_change(report, &copy);
         if let Some(p) = pace {
             tokio::time::sleep_until(started + p * published as u32).await;
         }
-        let props = d
-            .properties
-            .clone()
-            .with_headers(replay_headers(d.properties.headers().as_ref()));
+        let body = copy.body.as_deref().unwrap_or(&d.data);
         let settled = publisher
-            .publish(d.delivery_tag, &target, &d.data, props)
+            .publish(handle, &copy.queue, body, copy.properties)
             .await?;
         published += 1;
-        apply_settled(settled, &mut reader, report, &mut stays).await?;
+        apply_settled(settled, &mut reader, report).await?;
     }
     let settled = publisher.flush().await?;
-    apply_settled(settled, &mut reader, report, &mut stays).await?;
+    apply_settled(settled, &mut reader, report).await?;
+    if let Some(why) = publisher.unmatched_return() {
+        report.problem.get_or_insert(format!(
+            "the broker returned a copy dlq could not pair with its message ({why}); check the destination queues"
+        ));
+    }
+    if !report.interrupted && a.limit.is_none_or(|l| matched < l) {
+        note_shortfall(&reader, report);
+    }
     bar.finish_and_clear();
     publisher.close().await;
     reader.finish().await
 }
 
-/// The lowest delivery tag that must stay in the queue (kept, failed): a multiple ack may only
-/// cover tags below it.
-#[derive(Default)]
-struct Stays(Option<u64>);
-
-impl Stays {
-    fn add(&mut self, tag: u64) {
-        self.0 = Some(self.0.map_or(tag, |t| t.min(tag)));
-    }
-}
-
-/// Acks the sources of confirmed copies. Confirms settle in publish order, which is delivery-tag
-/// order, so every delivery below the batch's highest confirmed tag is settled: when none of them
-/// must stay, one multiple ack covers the batch.
+/// Acks the sources of confirmed copies in one go; a returned or nacked copy's source stays.
 async fn apply_settled(
-    settled: Vec<Settled>,
+    settled: Vec<Settled<Handle>>,
     reader: &mut QueueReader<'_>,
     report: &mut ReplayReport,
-    stays: &mut Stays,
 ) -> Result<()> {
-    for s in &settled {
-        if let Settled::Returned(tag, _) | Settled::Nacked(tag) = s {
-            stays.add(*tag);
-        }
-    }
-    let confirmed: Vec<u64> = settled
-        .iter()
-        .filter_map(|s| match s {
-            Settled::Confirmed(t) => Some(*t),
-            _ => None,
-        })
-        .collect();
-    if let Some(&highest) = confirmed.iter().max() {
-        if stays.0.is_none_or(|low| highest < low) {
-            reader.ack_up_to(highest, confirmed.len() as u64).await?;
-        } else {
-            for tag in &confirmed {
-                reader.ack(*tag).await?;
-            }
-        }
-        report.counts.replayed += confirmed.len() as u64;
-    }
+    let mut confirmed = Vec::with_capacity(settled.len());
     for s in settled {
         match s {
-            Settled::Confirmed(_) => {}
-            Settled::Returned(_, reason) => {
+            Settled::Confirmed(h) => confirmed.push(h),
+            Settled::Returned(h, reason) => {
+                reader.keep(h).await?;
                 report.counts.failed += 1;
                 report.problem.get_or_insert(format!(
                     "a copy was returned by the broker ({reason}); its message was kept"
                 ));
             }
-            Settled::Nacked(_) => {
+            Settled::Nacked(h) => {
+                reader.keep(h).await?;
                 report.counts.failed += 1;
                 report.problem.get_or_insert(
                     "the broker refused (nacked) a copy; its message was kept".to_string(),
                 );
             }
         }
+    }
+    if !confirmed.is_empty() {
+        reader.ack(&confirmed).await?;
+        report.counts.replayed += confirmed.len() as u64;
     }
     Ok(())
 }

@@ -10,8 +10,9 @@ use crate::cmd::replay::ReplayReport;
 use crate::error::Outcome;
 use crate::sanitize::for_terminal;
 
-/// The rows a dry run or a confirmation shows: a few of the messages and where they would go.
-pub fn preview_text(r: &ReplayReport) -> String {
+/// The rows a dry run or a confirmation shows: a few of the messages and where they would go,
+/// and with --transform what it changes in each (field paths in colour on a terminal).
+pub fn preview_text(r: &ReplayReport, color: bool) -> String {
     let c = r.counts;
     let mut text = format!(
         "{} of {} message(s) looked at in \"{}\" would go to {} ({} kept{})",
@@ -42,6 +43,26 @@ pub fn preview_text(r: &ReplayReport) -> String {
         }
         text.push('\n');
         text.push_str(&t.to_string());
+        for p in &r.preview {
+            let Some(changes) = &p.changes else { continue };
+            text.push_str(&format!("\nmessage at position {}:", p.position));
+            if changes.is_empty() {
+                text.push_str(" the transform changes nothing");
+            }
+            for line in changes {
+                let line = for_terminal(line);
+                let line = match line.split_once(": ") {
+                    Some((path, rest)) if color => format!("\x1b[33m{path}\x1b[0m: {rest}"),
+                    _ => line,
+                };
+                text.push_str(&format!("\n  {line}"));
+            }
+        }
+    }
+    if r.changed == Some(0) && r.counts.replayed > 0 {
+        text.push_str(
+            "\nthe transform changes nothing: the copies would be those of a plain replay",
+        );
     }
     text
 }
@@ -56,6 +77,9 @@ impl Report for ReplayReport {
         if self.dry_run {
             v["dry_run"] = json!(true);
             v["preview"] = json!(self.preview);
+            if let Some(changed) = self.changed {
+                v["changed"] = json!(changed);
+            }
         }
         v
     }
@@ -63,7 +87,10 @@ impl Report for ReplayReport {
     fn to_table(&self, _style: &Style) -> String {
         let c = self.counts;
         if self.dry_run {
-            return format!("dry run, nothing moved: {}", preview_text(self));
+            return format!(
+                "dry run, nothing moved: {}",
+                preview_text(self, _style.color)
+            );
         }
         if self.declined {
             return "nothing replayed".to_string();
@@ -89,6 +116,13 @@ impl Report for ReplayReport {
             notes.push(format!(
                 "the filter failed on {} message(s); they counted as no match",
                 self.filter_errors
+            ));
+        }
+        if let Some(first) = &self.first_transform_error {
+            notes.push(format!(
+                "the transform failed on {} message(s), which stay in place; first: {}",
+                self.transform_errors,
+                for_terminal(first)
             ));
         }
         if !self.dry_run && !self.declined && !self.preview.is_empty() {
@@ -158,14 +192,27 @@ impl Report for ExportReport {
     }
 
     fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(t) = &self.repaired_tail {
+            notes.push(for_terminal(t));
+        }
         if self.filter_errors > 0 {
-            vec![format!(
+            notes.push(format!(
                 "the filter failed on {} message(s); they counted as no match",
                 self.filter_errors
-            )]
-        } else {
-            vec![]
+            ));
         }
+        notes
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.interrupted {
+            return Some(format!(
+                "interrupted: exported {} (removed {}), kept {}; every line written was fsynced first",
+                self.exported, self.removed, self.kept
+            ));
+        }
+        self.problem.as_ref().map(|p| for_terminal(p))
     }
 
     fn outcome(&self) -> Outcome {
@@ -175,7 +222,7 @@ impl Report for ExportReport {
 
 impl Report for ImportReport {
     fn to_json(&self) -> Value {
-        json!({ "file": self.file.display().to_string(), "queue": self.queue, "imported": self.imported })
+        json!({ "file": self.file.display().to_string(), "queue": self.queue, "imported": self.imported, "records": self.records })
     }
 
     fn to_table(&self, _style: &Style) -> String {
@@ -187,6 +234,21 @@ impl Report for ImportReport {
             self.imported,
             for_terminal(&self.queue)
         )
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.interrupted.then(|| {
+            let resume = match self.resume_line {
+                Some(line) => format!(
+                    "; lines before {line} are all published (`tail -n +{line}` gives the rest)"
+                ),
+                None => String::new(),
+            };
+            format!(
+                "interrupted: {} of {} message(s) were published (confirmed){resume}",
+                self.imported, self.records
+            )
+        })
     }
 
     fn outcome(&self) -> Outcome {
@@ -230,6 +292,9 @@ mod tests {
             preview: vec![],
             problem: None,
             filter_errors: 0,
+            transform_errors: 0,
+            first_transform_error: None,
+            changed: None,
             interrupted: false,
             seconds: 0.0,
         }

@@ -370,3 +370,17 @@ pub fn message_id(d: &lapin::message::Delivery) -> String {
         .map(|s| s.to_string())
         .unwrap_or_default()
 }
+
+/// The broker's version as (major, minor), from the management API; version-specific tests
+/// branch on it and say so in their names.
+pub fn broker_version() -> (u32, u32) {
+    let overview = api_get("overview")
+        .unwrap()
+        .expect("the management API answers");
+    let v = overview["rabbitmq_version"]
+        .as_str()
+        .unwrap_or("0.0")
+        .to_string();
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
