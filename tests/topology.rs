@@ -456,3 +456,38 @@ fn plan_needs_no_broker() {
     assert_eq!(plan["queues"][1]["name"], format!("{billing}.retry"));
     assert_eq!(plan["queues"][1]["arguments"]["x-message-ttl"], 10000);
 }
+
+/// A user without configure permission gets the broker's 403 ACCESS_REFUSED: a runtime failure
+/// (exit 1, one line naming it), not a topology conflict (exit 3).
+#[tokio::test]
+async fn apply_without_configure_permission_is_access_refused_with_exit_1() {
+    let scope = Scope::new("noperm");
+    let (cfg, billing, _) = two_services(&scope, "10s");
+    let user = scope.name("user");
+    api_put(
+        &format!("users/{}", enc(&user)),
+        json!({"password": "pw", "tags": ""}),
+    );
+    api_put(
+        &format!("permissions/%2F/{}", enc(&user)),
+        json!({"configure": "^$", "write": ".*", "read": ".*"}),
+    );
+    let out = dlq(&scope)
+        .args([
+            "--url",
+            &format!("amqp://{}:pw@127.0.0.1:5672/%2f", enc(&user)),
+        ])
+        .args(["-c", cfg.to_str().unwrap(), "topology", "apply"])
+        .output()
+        .unwrap();
+    api_delete(&format!("users/{}", enc(&user)));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("access refused"), "{err}");
+    assert!(
+        !err.contains("lost the connection") && !err.contains("conflict"),
+        "{err}"
+    );
+    assert!(api_queue(&billing).is_none(), "nothing was declared");
+}

@@ -65,6 +65,8 @@ impl Broker {
             }
             Err(e) => match amqp_error(&e) {
                 Some((404, text)) => Ok(Reply::NotFound(text)),
+                // Access refused is not a conflict: the whole command fails (exit 1).
+                Some((403, _)) => Err(self.lost(e)),
                 Some((code, text)) if code < 500 => Ok(Reply::Refused(text)),
                 _ => Err(self.lost(e)),
             },

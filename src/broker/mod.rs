@@ -123,16 +123,18 @@ impl Broker {
             .map_err(|e| self.lost(e))
     }
 
-    /// An error that is not about one entity: the connection itself failed.
+    /// An error that is not about one entity: the connection failed, or the broker refused
+    /// something and closed the channel (named as the refusal it is, not a lost connection).
     pub fn lost(&self, e: lapin::Error) -> Error {
-        Error::with_cause(
-            format!(
+        let message = match amqp_error(&e).and_then(|(code, text)| refusal(code, &text)) {
+            Some(refused) => refused,
+            None => format!(
                 "lost the connection to {}: {}",
                 self.url.redacted(),
                 short_reason(&e)
             ),
-            format!("{e:?}"),
-        )
+        };
+        Error::with_cause(message, format!("{e:?}"))
     }
 
     pub async fn close(self) {
@@ -143,6 +145,47 @@ impl Broker {
 /// The next item of a stream (lapin's `Consumer`), without a dependency just for `StreamExt::next`.
 pub async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+/// A broker refusal in one line, named by what it is; None for the codes that mean the
+/// connection itself went away (320 connection-forced, 5xx frame and internal errors).
+pub fn refusal(code: u16, text: &str) -> Option<String> {
+    if let Some((size, max)) = size_refusal(text) {
+        return Some(too_large(size, max));
+    }
+    let what = match code {
+        403 => "access refused",
+        404 => "not found",
+        405 => "resource locked",
+        406 => "precondition failed",
+        530 => "not allowed",
+        540 => "not implemented",
+        506 => "resource error",
+        _ => return None,
+    };
+    let detail = text.split_once(" - ").map_or(text, |(_, d)| d);
+    Some(format!(
+        "the broker refused it ({what}): {}",
+        crate::util::printable(detail)
+    ))
+}
+
+/// The sizes in the broker's refusal of a message over `max_message_size`:
+/// "PRECONDITION_FAILED - message size 17825792 is larger than configured max size 16777216".
+pub fn size_refusal(text: &str) -> Option<(u64, u64)> {
+    let rest = text.split("message size ").nth(1)?;
+    let (size, rest) = rest.split_once(" is larger than configured max size ")?;
+    let max: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((size.trim().parse().ok()?, max.parse().ok()?))
+}
+
+/// "a message of 17,825,792 bytes is over the broker's max_message_size (16,777,216 bytes)"
+pub fn too_large(size: u64, max: u64) -> String {
+    format!(
+        "a message of {} bytes is over the broker's max_message_size ({} bytes)",
+        crate::util::thousands(size),
+        crate::util::thousands(max)
+    )
 }
 
 /// The reply code and text of a channel- or connection-level error from the broker.
@@ -226,6 +269,33 @@ fn redact_secrets(text: &str, urls: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_size_refusal_names_both_sizes() {
+        let text = "PRECONDITION_FAILED - message size 17825792 is larger than configured max size 16777216";
+        assert_eq!(size_refusal(text), Some((17_825_792, 16_777_216)));
+        assert_eq!(
+            refusal(406, text).unwrap(),
+            "a message of 17,825,792 bytes is over the broker's max_message_size (16,777,216 bytes)"
+        );
+        assert_eq!(size_refusal("PRECONDITION_FAILED - inequivalent arg"), None);
+    }
+
+    #[test]
+    fn refusals_are_named_and_lost_connections_are_not_refusals() {
+        assert_eq!(
+            refusal(540, "NOT_IMPLEMENTED - queue 'q' in vhost '/' does not support purge").unwrap(),
+            "the broker refused it (not implemented): queue 'q' in vhost '/' does not support purge"
+        );
+        assert!(refusal(403, "ACCESS_REFUSED - no access")
+            .unwrap()
+            .contains("access refused"));
+        assert_eq!(
+            refusal(320, "CONNECTION_FORCED - broker forced connection closure"),
+            None
+        );
+        assert_eq!(refusal(541, "INTERNAL_ERROR"), None);
+    }
 
     #[test]
     fn parses_host_port_vhost_credentials() {

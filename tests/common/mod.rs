@@ -118,6 +118,20 @@ pub fn api_get(path: &str) -> Result<Option<Value>, String> {
     }
 }
 
+/// PUT to the management API (users, permissions); panics unless it answers 2xx.
+pub fn api_put(path: &str, body: Value) {
+    let resp = agent()
+        .put(&format!("{API}/{path}"))
+        .header("Authorization", AUTH)
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("the management API at {API} is needed by this test: {e}"));
+    assert!(
+        resp.status().is_success(),
+        "PUT {path}: HTTP {}",
+        resp.status()
+    );
+}
+
 pub fn api_delete(path: &str) {
     let _ = agent()
         .delete(&format!("{API}/{path}"))
