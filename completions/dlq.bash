@@ -488,7 +488,7 @@ _dlq() {
             return 0
             ;;
         dlq__subcmd__list)
-            opts="-c -o -y -q -v -h -V --queue --limit --filter --group-by --force --url --config --output --yes --quiet --verbose --no-color --management-url --help --version"
+            opts="-c -o -y -q -v -h -V --queue --limit --filter --group-by --url --config --output --yes --quiet --verbose --no-color --management-url --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -542,7 +542,7 @@ _dlq() {
             return 0
             ;;
         dlq__subcmd__peek)
-            opts="-c -o -y -q -v -h -V --queue --count --pop --save --force --url --config --output --yes --quiet --verbose --no-color --management-url --help --version"
+            opts="-c -o -y -q -v -h -V --queue --count --pop --save --url --config --output --yes --quiet --verbose --no-color --management-url --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -127,7 +127,6 @@ complete -c dlq -n "__fish_dlq_using_subcommand list" -s o -l output -d 'Output 
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
 complete -c dlq -n "__fish_dlq_using_subcommand list" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
-complete -c dlq -n "__fish_dlq_using_subcommand list" -l force -d 'Read on past quorum-queue messages close to their delivery-limit (each browse counts toward it)'
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -144,7 +143,6 @@ json\t'One JSON document'
 jsonl\t'One JSON object per line'"
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -l pop -d 'After showing each message, ask whether to remove it (needs a terminal, or --yes)'
-complete -c dlq -n "__fish_dlq_using_subcommand peek" -l force -d 'Read on past quorum-queue messages close to their delivery-limit (each browse counts toward it)'
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s v -l verbose -d 'Show the causes behind errors and more detail'

@@ -197,10 +197,6 @@ pub struct ListArgs {
     /// Count messages per distinct value of this jq expression instead, e.g. .failure.message
     #[arg(long, value_name = "EXPR")]
     pub group_by: Option<String>,
-
-    /// Read on past quorum-queue messages close to their delivery-limit (each browse counts toward it)
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -219,10 +215,6 @@ pub struct PeekArgs {
     /// Append each removed message to FILE (JSONL, fsynced) before removing it
     #[arg(long, value_name = "FILE", requires = "pop")]
     pub save: Option<PathBuf>,
-
-    /// Read on past quorum-queue messages close to their delivery-limit (each browse counts toward it)
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -38,9 +38,13 @@ pub enum End {
     RanOut,
     /// Ctrl-C.
     Interrupted,
-    /// The message at `position` is within `quorum::MARGIN` of its delivery-limit: reading stopped
-    /// there, so nothing behind it was delivered (and counted) at all.
-    NearLimit { position: u64, delivery_count: i64 },
+    /// The message at `position` is within `quorum::MARGIN` of its delivery-limit: it was shown
+    /// and reading stopped there, so nothing behind it was delivered (and counted) at all.
+    NearLimit {
+        position: u64,
+        delivery_count: i64,
+        limit: i64,
+    },
 }
 
 /// What a browse did; by the time it is returned every delivery has been given back.
@@ -462,15 +466,16 @@ async fn fetch_each(
         };
         hold.keep(delivery.delivery_tag);
         browsed.read += 1;
-        let count = quorum::delivery_count(delivery.properties.headers().as_ref());
-        if let Some(count) = count.filter(|_| quorum::near_limit(count, delivery_limit)) {
-            break End::NearLimit {
-                position: browsed.read,
-                delivery_count: count,
-            };
-        }
         if on_message(browsed.read, &delivery).is_break() {
             break End::Stopped;
+        }
+        let count = quorum::delivery_count(delivery.properties.headers().as_ref());
+        if quorum::near_limit(count, delivery_limit) && browsed.read < target {
+            break End::NearLimit {
+                position: browsed.read,
+                delivery_count: count.unwrap_or(0),
+                limit: delivery_limit,
+            };
         }
     };
     hold.give_back().await?;
@@ -479,6 +484,19 @@ async fn fetch_each(
 
 /// Messages taken one at a time with basic.get, so only the ones shown are held; each is then
 /// either removed (acked alone) or kept (given back with the others at the end).
+/// One basic.get (no auto-ack) on `channel`: the message at the head, or None when none is ready.
+pub(crate) async fn get_one(
+    broker: &Broker,
+    channel: &Channel,
+    queue: &str,
+) -> Result<Option<Delivery>> {
+    let got = channel
+        .basic_get(short(queue)?, BasicGetOptions { no_ack: false })
+        .await
+        .map_err(|e| queue_error(broker, queue, e))?;
+    Ok(got.map(|m| m.delivery))
+}
+
 pub struct Hold<'a> {
     broker: &'a Broker,
     channel: Channel,
@@ -509,12 +527,7 @@ impl<'a> Hold<'a> {
 
     /// The next message at the head (after those already held), or None when there is none.
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
-        let got = self
-            .channel
-            .basic_get(short(&self.queue)?, BasicGetOptions { no_ack: false })
-            .await
-            .map_err(|e| queue_error(self.broker, &self.queue, e))?;
-        Ok(got.map(|m| m.delivery))
+        get_one(self.broker, &self.channel, &self.queue).await
     }
 
     /// Why the held deliveries are no longer held, if they are not: the broker requeues every

@@ -182,6 +182,71 @@ pub struct ConfirmedPublisher<'b, K> {
     window: usize,
 }
 
+/// Bodies up to this size are published unchecked: no RabbitMQ version's default
+/// `max_message_size` is lower (4.x: 16 MiB; 3.x: 128 MiB).
+pub const UNCHECKED_SIZE: usize = 16 << 20;
+
+/// Whether bodies fit the broker's `max_message_size`, learnt before a real publish could close
+/// the channel halfway through a run: a body over [`UNCHECKED_SIZE`] is first published where it
+/// routes nowhere (the default exchange, a queue name nobody uses, not mandatory), which the
+/// broker either drops (it fits) or refuses with its limit.
+#[derive(Debug, Default)]
+pub struct SizeCheck {
+    fits_up_to: usize,
+    max: Option<u64>,
+}
+
+impl SizeCheck {
+    /// None when a body of this size is accepted; Some(limit) when the broker refuses it.
+    pub async fn over_limit(&mut self, broker: &Broker, body: &[u8]) -> Result<Option<u64>> {
+        let len = body.len();
+        if len <= UNCHECKED_SIZE.max(self.fits_up_to) {
+            return Ok(None);
+        }
+        if let Some(max) = self.max.filter(|&m| len as u64 > m) {
+            return Ok(Some(max));
+        }
+        let channel = broker.channel().await?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!("dlq.size-check.{}.{nonce}", std::process::id());
+        let probe = async {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channel
+                .basic_publish(
+                    "".into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default(),
+                )
+                .await?
+                .await
+        };
+        match probe.await {
+            Ok(_) => {
+                self.fits_up_to = len;
+                let _ = channel.close(200, "size checked".into()).await;
+                Ok(None)
+            }
+            Err(e) => {
+                let refused =
+                    super::amqp_error(&e).and_then(|(_, text)| super::size_refusal(&text));
+                match refused {
+                    Some((_, max)) => {
+                        self.max = Some(max);
+                        Ok(Some(max))
+                    }
+                    None => Err(broker.lost(e)),
+                }
+            }
+        }
+    }
+}
+
 impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
     /// `window`: how many publishes may await their confirm at once.
     pub async fn open(broker: &'b Broker, window: usize) -> Result<ConfirmedPublisher<'b, K>> {

@@ -44,8 +44,8 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
 /// | quorum     | 4.0–4.2         | none             | DeliveryLimit 20 (the 4.0 default) |
 /// | quorum     | 4.0–4.2         | n ≥ 0            | DeliveryLimit n |
 /// | quorum     | 4.0–4.2         | negative         | None (unlimited) |
-/// | quorum     | before 4.0      | n ≥ 0            | DeliveryLimit n (every return counted) |
-/// | quorum     | before 4.0      | none / negative  | None (no default limit) |
+/// | quorum     | before 4.0      | any n            | DeliveryLimit n (every return counted; a negative n drops at the first) |
+/// | quorum     | before 4.0      | none             | None (no default limit) |
 /// | quorum     | unknown version | as 4.0–4.2, to be safe |
 pub fn risk(queue_type: &str, version: Option<&str>, configured_limit: Option<i64>) -> Risk {
     match queue_type {
@@ -56,7 +56,8 @@ pub fn risk(queue_type: &str, version: Option<&str>, configured_limit: Option<i6
     let parsed = version.and_then(parse_version);
     let limit = match parsed {
         Some(v) if v >= (4, 3) => None,
-        Some(v) if v < (4, 0) => configured_limit.filter(|n| *n >= 0),
+        // Before 4.0 a negative limit is not "unlimited": every return exceeds it.
+        Some(v) if v < (4, 0) => configured_limit,
         _ => match configured_limit {
             Some(n) if n < 0 => None,
             Some(n) => Some(n),
@@ -88,9 +89,24 @@ pub fn configured_limit(queue: &Value) -> Option<i64> {
     }
 }
 
-/// True when one more return may push a message with this `x-delivery-count` past `limit`.
+/// True when a message with this `x-delivery-count` (none: never returned) is within
+/// [`MARGIN`] returns of `limit`.
 pub fn near_limit(delivery_count: Option<i64>, limit: i64) -> bool {
-    delivery_count.is_some_and(|n| n.saturating_add(MARGIN) >= limit)
+    delivery_count.unwrap_or(0).saturating_add(MARGIN) >= limit
+}
+
+/// Why a guarded read stopped at a message, for the one-line problem (exit 1).
+pub fn stop_reason(position: u64, delivery_count: i64, limit: i64) -> String {
+    format!(
+        "reading stopped at message {position}: its x-delivery-count is {delivery_count} and the queue's delivery-limit is {limit}, so reading it again could drop it (move it out with `dlq replay` or `dlq export --remove`, or raise the limit with a policy)"
+    )
+}
+
+/// The warning before a guarded read: what counts, and where reading will stop.
+pub fn guard_warning(queue: &str, limit: i64, version: &str) -> String {
+    format!(
+        "\"{queue}\" is a quorum queue on RabbitMQ {version}: every message read and left in place counts toward its delivery-limit ({limit}); messages are read one at a time, and reading stops at the first that is within {MARGIN} returns of it"
+    )
 }
 
 /// The `x-delivery-count` header a quorum queue puts on redelivered messages.
@@ -177,6 +193,8 @@ mod tests {
     #[test]
     fn before_4_0_only_a_configured_limit_matters() {
         assert_eq!(risk("quorum", Some("3.13.7"), None), Risk::None);
+        // Measured on 3.10.8: x-delivery-limit -1 drops every message at its first return.
+        assert_eq!(limit(risk("quorum", Some("3.10.8"), Some(-1))), Some(-1));
         assert_eq!(limit(risk("quorum", Some("3.10.8"), Some(10))), Some(10));
     }
 
@@ -209,8 +227,16 @@ mod tests {
     }
 
     #[test]
+    fn the_warning_never_names_a_negative_count() {
+        let w = guard_warning("q", 1, "3.10.8");
+        assert!(!w.contains(" -"), "{w}");
+        assert!(w.contains("delivery-limit (1)"), "{w}");
+    }
+
+    #[test]
     fn near_limit_is_within_two() {
         assert!(!near_limit(None, 20));
+        assert!(near_limit(None, 2), "a first delivery counts as 0");
         assert!(!near_limit(Some(17), 20));
         assert!(near_limit(Some(18), 20));
         assert!(near_limit(Some(19), 20));

@@ -11,6 +11,11 @@
 //! prefetch is sized from the largest message seen, which bounds in bytes what the broker may
 //! push ahead. At the end, one multiple nack per segment, in segment order, gives the kept
 //! messages back in their order. See docs/MOVE-ENGINE.md.
+//!
+//! Guarded mode: on a quorum queue where every return counts toward the delivery-limit (3.10
+//! with a limit, 4.0–4.2), a consumer would be pushed, and so would return, messages the caller
+//! never looks at. There the reader fetches one message at a time (basic.get) and, once the
+//! caller keeps a message within `quorum::MARGIN` of the limit, reads nothing more.
 
 use std::collections::BTreeSet;
 
@@ -19,7 +24,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::{Channel, Consumer};
 
 use super::browse::{self, IDLE};
-use super::{next, Broker};
+use super::{next, quorum, Broker};
 use crate::error::Result;
 
 /// What the broker may push ahead of the reader, in bytes, per segment.
@@ -59,6 +64,8 @@ impl Budget {
 pub struct Handle {
     segment: usize,
     tag: u64,
+    /// Guarded mode: the message's position and x-delivery-count when it is near the limit.
+    near_limit: Option<(u64, i64)>,
 }
 
 /// Why the reader stopped short of the messages it set out to look at.
@@ -68,13 +75,25 @@ pub enum Shortfall {
     RanOut,
     /// The broker cancelled the consumer: the queue was deleted.
     Cancelled,
+    /// A kept message is within `quorum::MARGIN` of the queue's delivery-limit: reading on
+    /// would risk dropping messages.
+    NearLimit {
+        position: u64,
+        delivery_count: i64,
+        limit: i64,
+    },
 }
 
 impl Shortfall {
-    pub fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
-            Shortfall::RanOut => "another consumer took them",
-            Shortfall::Cancelled => "the queue was deleted",
+            Shortfall::RanOut => "another consumer took them".into(),
+            Shortfall::Cancelled => "the queue was deleted".into(),
+            Shortfall::NearLimit {
+                position,
+                delivery_count,
+                limit,
+            } => quorum::stop_reason(*position, *delivery_count, *limit),
         }
     }
 }
@@ -101,11 +120,19 @@ pub struct QueueReader<'b> {
     largest: usize,
     budget: Budget,
     shortfall: Option<Shortfall>,
+    /// Guarded mode: the delivery-limit to keep clear of.
+    guard: Option<i64>,
 }
 
 impl<'b> QueueReader<'b> {
-    /// A missing queue is a runtime error naming it; it is never created.
-    pub async fn open(broker: &'b Broker, queue: &str) -> Result<QueueReader<'b>> {
+    /// A missing queue is a runtime error naming it; it is never created. With `guard` (the
+    /// delivery-limit of a quorum queue where each return counts), reads one message at a time
+    /// and stops after keeping one near that limit.
+    pub async fn open(
+        broker: &'b Broker,
+        queue: &str,
+        guard: Option<i64>,
+    ) -> Result<QueueReader<'b>> {
         let depth = u64::from(browse::open_queue(broker, queue).await?.messages);
         let mut reader = QueueReader {
             broker,
@@ -117,6 +144,7 @@ impl<'b> QueueReader<'b> {
             largest: 0,
             budget: Budget::for_size(4096),
             shortfall: None,
+            guard,
         };
         if depth > 0 {
             reader.open_segment().await?;
@@ -137,10 +165,15 @@ impl<'b> QueueReader<'b> {
         } else {
             self.budget.prefetch
         };
-        let consumer = browse::start_consumer(self.broker, &channel, &self.queue, prefetch).await?;
+        let consumer = match self.guard {
+            Some(_) => None,
+            None => {
+                Some(browse::start_consumer(self.broker, &channel, &self.queue, prefetch).await?)
+            }
+        };
         self.segments.push(Segment {
             channel,
-            consumer: Some(consumer),
+            consumer,
             unacked: BTreeSet::new(),
             held: 0,
             cancelled: false,
@@ -154,6 +187,9 @@ impl<'b> QueueReader<'b> {
     pub async fn next(&mut self) -> Result<Option<(u64, Delivery, Handle)>> {
         if self.seen >= self.depth || self.shortfall.is_some() {
             return Ok(None);
+        }
+        if let Some(limit) = self.guard {
+            return self.fetch(limit).await;
         }
         loop {
             let index = self.reading;
@@ -173,6 +209,7 @@ impl<'b> QueueReader<'b> {
                     let handle = Handle {
                         segment: index,
                         tag: d.delivery_tag,
+                        near_limit: None,
                     };
                     return Ok(Some((self.seen, d, handle)));
                 }
@@ -198,6 +235,28 @@ impl<'b> QueueReader<'b> {
         }
     }
 
+    /// Guarded mode: one basic.get on the current segment's channel.
+    async fn fetch(&mut self, limit: i64) -> Result<Option<(u64, Delivery, Handle)>> {
+        let index = self.segments.len() - 1;
+        let Some(d) =
+            browse::get_one(self.broker, &self.segments[index].channel, &self.queue).await?
+        else {
+            self.shortfall = Some(Shortfall::RanOut);
+            return Ok(None);
+        };
+        self.segments[index].unacked.insert(d.delivery_tag);
+        self.seen += 1;
+        self.largest = self.largest.max(d.data.len());
+        let count = quorum::delivery_count(d.properties.headers().as_ref());
+        let near_limit = quorum::near_limit(count, limit).then(|| (self.seen, count.unwrap_or(0)));
+        let handle = Handle {
+            segment: index,
+            tag: d.delivery_tag,
+            near_limit,
+        };
+        Ok(Some((self.seen, d, handle)))
+    }
+
     /// After a quiet spell: is anything still ready for us? Deliveries already buffered on a
     /// later segment count, so only a queue with nothing ready ends the read.
     async fn nothing_left(&mut self) -> Result<bool> {
@@ -220,7 +279,9 @@ impl<'b> QueueReader<'b> {
 
     /// The one-line problem for a read that stopped short, if it did.
     pub fn shortfall_problem(&self) -> Option<String> {
-        let (missing, why) = self.shortfall().filter(|(missing, _)| *missing > 0)?;
+        let (missing, why) = self
+            .shortfall()
+            .filter(|(missing, why)| *missing > 0 || matches!(why, Shortfall::NearLimit { .. }))?;
         Some(format!(
             "{missing} message(s) of \"{}\" were not looked at: {}",
             crate::util::printable(&self.queue),
@@ -235,6 +296,13 @@ impl<'b> QueueReader<'b> {
     /// Leaves this message in the queue; it is given back, in place, by [`Self::finish`]. When
     /// the segment holds enough, reading goes on in a new segment.
     pub async fn keep(&mut self, h: Handle) -> Result<()> {
+        if let (Some((position, delivery_count)), Some(limit)) = (h.near_limit, self.guard) {
+            self.shortfall.get_or_insert(Shortfall::NearLimit {
+                position,
+                delivery_count,
+                limit,
+            });
+        }
         let segment = &mut self.segments[h.segment];
         segment.held += 1;
         let full = segment.held >= self.budget.hold && !segment.cancelled;

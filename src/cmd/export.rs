@@ -165,6 +165,19 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     // agreed (below), so a "no" changes nothing.
     drop(open_for_append(&a.file)?);
     let broker = Broker::connect(&settings.urls, &format!("export {}", source.queue)).await?;
+    // Messages read and left in place count toward a quorum queue's delivery-limit on some
+    // versions: then read one at a time and stop before one could be dropped.
+    let keeps = !a.remove || filter.is_some() || a.limit.is_some();
+    let guard = if keeps {
+        let risk = super::source::assess(settings, &broker, &source.queue).await;
+        let (guard, notes) = super::source::guard_for(risk, &source.queue, settings)?;
+        for n in notes {
+            crate::output::messages::warn(settings, &n);
+        }
+        guard
+    } else {
+        None
+    };
     let mut report = ExportReport {
         queue: source.queue.clone(),
         file: a.file.clone(),
@@ -203,7 +216,7 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     }
     report.repaired_tail = repair_tail(&a.file)?;
     let file = open_for_append(&a.file)?;
-    let mut reader = QueueReader::open(&broker, &source.queue).await?;
+    let mut reader = QueueReader::open(&broker, &source.queue, guard).await?;
     let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
     let bar = ui::progress(settings, budget, "exporting");
     let result = export(

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::broker::amqp::Reply;
-use crate::broker::publisher::{ConfirmedPublisher, Settled};
+use crate::broker::publisher::{ConfirmedPublisher, Settled, SizeCheck, UNCHECKED_SIZE};
 use crate::broker::Broker;
 use crate::cli::ImportArgs;
 use crate::error::{Error, Outcome, Result};
@@ -102,9 +102,19 @@ pub async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     let consent = ui::consent(settings, "import")?;
     // Check every line first: a bad file publishes nothing.
     let mut count = 0u64;
+    // Records too big to publish unchecked: (line, size), and the body of the biggest.
+    let mut big: Vec<(u64, usize)> = Vec::new();
+    let mut biggest: Option<(u64, Vec<u8>)> = None;
     for r in records(&a.file)? {
-        r?;
+        let (line, record) = r?;
         count += 1;
+        let size = record.body.len();
+        if size > UNCHECKED_SIZE {
+            big.push((line, size));
+            if biggest.as_ref().is_none_or(|(_, b)| size > b.len()) {
+                biggest = Some((line, record.body));
+            }
+        }
     }
     let broker = Broker::connect(&settings.urls, &format!("import to {}", a.to)).await?;
     if !matches!(broker.probe_queue(&a.to).await?, Reply::Ok(_)) {
@@ -113,6 +123,22 @@ pub async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>>
             "queue \"{}\" not found; nothing was published",
             crate::util::printable(&a.to)
         )));
+    }
+    if let Some((line, body)) = &biggest {
+        if let Some(max) = SizeCheck::default().over_limit(&broker, body).await? {
+            broker.close().await;
+            let over = big.iter().filter(|(_, s)| *s as u64 > max).count();
+            return Err(Error::runtime(format!(
+                "{} line {line}: {}{}; nothing was published",
+                a.file.display(),
+                crate::broker::too_large(body.len() as u64, max),
+                if over > 1 {
+                    format!(" ({over} records are over it)")
+                } else {
+                    String::new()
+                }
+            )));
+        }
     }
     let mut report = ImportReport {
         file: a.file.clone(),

@@ -10,13 +10,13 @@ use serde_json::Value;
 
 use crate::broker::amqp::QueueCounts;
 use crate::broker::browse::{self, Browsed, End};
-use crate::broker::quorum::{self, Risk};
+use crate::broker::quorum;
 use crate::broker::Broker;
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::message::{to_json, MessageView};
-use crate::output::messages::{warn, MessageSink, View};
+use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
 use crate::settings::Settings;
 use crate::util::printable;
@@ -35,70 +35,23 @@ pub struct GroupReport {
     pub notes: Vec<String>,
 }
 
-/// How long a browse waits for the management API's word on the queue type before going on.
-const MANAGEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Connects, checks the queue exists and what browsing it risks, and says so on stderr.
 /// Returns the broker, the queue's counts at the start, the delivery-limit to keep clear of
-/// (None: no risk, or --force) and notes for the end.
+/// (None: no risk) and notes for the end.
 pub async fn open_source(
     settings: &Settings,
     queue: &str,
     purpose: &str,
-    force: bool,
 ) -> Result<(Broker, QueueCounts, Option<i64>, Vec<String>)> {
     let broker = Broker::connect(&settings.urls, purpose).await?;
     // The management API answers slowly compared with AMQP; ask it while the queue is probed.
-    // A plain thread, not spawn_blocking: when the API does not answer, dlq goes on without it
-    // and must not wait for the thread when it exits.
-    let (management, url, name) = (
-        settings.management_url.clone(),
-        broker.url.clone(),
-        queue.to_string(),
+    let (risk, counts) = tokio::join!(
+        super::source::assess(settings, &broker, queue),
+        browse::open_queue(&broker, queue)
     );
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(quorum::assess(management.as_deref(), &url, &name));
-    });
-    let counts = browse::open_queue(&broker, queue).await?;
-    let risk = match tokio::time::timeout(MANAGEMENT_WAIT, rx).await {
-        Ok(Ok(risk)) => risk,
-        Ok(Err(_)) => Risk::Unknown("internal error: the management check stopped".into()),
-        Err(_) => Risk::Unknown(format!(
-            "management API: no answer within {} s",
-            MANAGEMENT_WAIT.as_secs()
-        )),
-    };
+    let counts = counts?;
     let shown = printable(queue);
-    let mut notes = Vec::new();
-    let keep_clear_of = match risk {
-        Risk::None => None,
-        Risk::Stream => {
-            return Err(Error::runtime(format!(
-                "queue \"{shown}\" is a stream; dlq browses classic and quorum queues"
-            )))
-        }
-        Risk::Unknown(why) => {
-            notes.push(format!(
-                "could not tell whether \"{shown}\" is a quorum queue ({why}); on RabbitMQ 4.0–4.2 browsing a quorum queue counts toward its delivery-limit"
-            ));
-            None
-        }
-        Risk::DeliveryLimit { limit, version } => {
-            let near = limit - quorum::MARGIN;
-            if force {
-                warn(settings, &format!(
-                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); with --force, messages with x-delivery-count {near} or more are read too and may be dropped or dead-lettered"
-                ));
-                None
-            } else {
-                warn(settings, &format!(
-                    "\"{shown}\" is a quorum queue on RabbitMQ {version}: this browse counts toward each message's delivery-limit ({limit}); messages are read one at a time and reading stops at the first with x-delivery-count {near} or more (--force reads on)"
-                ));
-                Some(limit)
-            }
-        }
-    };
+    let (keep_clear_of, mut notes) = super::source::guard_for(risk, queue, settings)?;
     if counts.consumers > 0 {
         notes.push(format!(
             "\"{shown}\" has {} other consumer(s): messages they hold are not shown",
@@ -165,11 +118,11 @@ impl Selection {
 }
 
 /// Why reading stopped at a message close to its delivery-limit (exit 1: the listing is partial).
-pub fn near_limit_problem(queue: &str, position: u64, delivery_count: i64) -> String {
+pub fn near_limit_problem(queue: &str, position: u64, delivery_count: i64, limit: i64) -> String {
     format!(
-        "stopped at message {position} of \"{}\": its x-delivery-count is {delivery_count}, within {} of the delivery-limit, so browsing it again could drop it; nothing behind it was read (--force reads on; `dlq export --remove` or `dlq replay` move messages out)",
+        "\"{}\": {}; nothing behind it was read",
         printable(queue),
-        quorum::MARGIN
+        quorum::stop_reason(position, delivery_count, limit)
     )
 }
 
@@ -190,7 +143,8 @@ pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Opt
         End::NearLimit {
             position,
             delivery_count,
-        } => problem = Some(near_limit_problem(queue, position, delivery_count)),
+            limit,
+        } => problem = Some(near_limit_problem(queue, position, delivery_count, limit)),
         End::Cancelled => {
             problem = Some(format!(
                 "the broker cancelled the read of \"{shown}\" after {} messages (was the queue deleted?)",
@@ -255,7 +209,7 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
         .map(|g| super::compile_filter(g, "--group-by"))
         .transpose()?;
     let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, &queue, &format!("list {queue}"), a.force).await?;
+        open_source(settings, &queue, &format!("list {queue}")).await?;
     // --limit caps the matches: with a filter, read on until that many matched.
     let (read_limit, match_limit) = match filter {
         Some(_) => (None, a.limit),

@@ -35,7 +35,7 @@ pub async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
 /// Shows the head messages and gives them all back.
 async fn peek(a: &PeekArgs, settings: &Settings, queue: &str) -> Result<Box<dyn Report>> {
     let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, queue, &format!("peek {queue}"), a.force).await?;
+        open_source(settings, queue, &format!("peek {queue}")).await?;
     let mut selection = Selection::new(None);
     let mut sink = MessageSink::new(settings, View::Full);
     let mut write_error = None;
@@ -118,7 +118,7 @@ async fn pop(
     mut save: Option<File>,
 ) -> Result<Box<dyn Report>> {
     let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, queue, &format!("peek --pop {queue}"), a.force).await?;
+        open_source(settings, queue, &format!("peek --pop {queue}")).await?;
     let mut hold = Hold::open(&broker, queue).await?;
     let mut sink = MessageSink::new(settings, View::Full);
     let mut done = Popped {
@@ -174,13 +174,12 @@ async fn pop_each(
         let Some(d) = hold.next().await? else {
             break;
         };
-        if let Some(limit) = keep_clear_of {
+        // A message near its delivery-limit may still be removed; kept, it ends the run.
+        let near = keep_clear_of.and_then(|limit| {
             let count = quorum::delivery_count(d.properties.headers().as_ref());
-            if let Some(count) = count.filter(|_| quorum::near_limit(count, limit)) {
-                hold.keep(d.delivery_tag);
-                return Err(Error::runtime(near_limit_problem(queue, position, count)));
-            }
-        }
+            (quorum::near_limit(count, limit) && position < a.count)
+                .then(|| near_limit_problem(queue, position, count.unwrap_or(0), limit))
+        });
         let Some(message) = selection.select(queue, position, &d) else {
             hold.keep(d.delivery_tag);
             continue;
@@ -205,7 +204,12 @@ async fn pop_each(
                     e,
                 ));
             }
-            Ok(false) => hold.keep(d.delivery_tag),
+            Ok(false) => {
+                hold.keep(d.delivery_tag);
+                if let Some(problem) = near {
+                    return Err(Error::runtime(problem));
+                }
+            }
             Ok(true) => {
                 remove(
                     hold,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::source::{resolve, Source};
 use crate::broker::amqp::Reply;
-use crate::broker::publisher::{ConfirmedPublisher, Settled};
+use crate::broker::publisher::{ConfirmedPublisher, Settled, SizeCheck};
 use crate::broker::reader::{Handle, QueueReader};
 use crate::broker::Broker;
 use crate::cli::ReplayArgs;
@@ -134,6 +134,11 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
             )));
         }
     }
+    let risk = super::source::assess(settings, &broker, &source.queue).await;
+    let (guard, notes) = super::source::guard_for(risk, &source.queue, settings)?;
+    for n in notes {
+        crate::output::messages::warn(settings, &n);
+    }
     let mut report = ReplayReport {
         source: source.queue.clone(),
         destination: destination.clone(),
@@ -155,6 +160,8 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
         destination: &destination,
         transform: transform.as_ref(),
         origins: &mut origins,
+        guard,
+        sizes: SizeCheck::default(),
     };
     if a.dry_run || consent == Some(ui::Consent::Ask) {
         survey(&mut ctx, a.limit, filter.as_ref(), &mut report).await?;
@@ -245,6 +252,9 @@ struct Plan<'a, 'b> {
     destination: &'a Destination,
     transform: Option<&'a Filter>,
     origins: &'a mut Origins,
+    /// The delivery-limit kept messages must stay clear of (a quorum queue whose returns count).
+    guard: Option<i64>,
+    sizes: SizeCheck,
 }
 
 /// The copy of one matching message: where it goes and what is published.
@@ -261,6 +271,8 @@ struct Copy {
 enum Stay {
     NoDestination(String),
     Transform(String),
+    /// Over the broker's max_message_size: the one-line reason.
+    TooLarge(String),
 }
 
 impl Plan<'_, '_> {
@@ -309,6 +321,13 @@ impl Plan<'_, '_> {
                 Err(why) => return Ok(Err(Stay::NoDestination(why))),
             },
         };
+        let size = body.as_deref().unwrap_or(&d.data);
+        if let Some(max) = self.sizes.over_limit(self.broker, size).await? {
+            return Ok(Err(Stay::TooLarge(format!(
+                "{}; it stays in the queue (`dlq export --remove --filter '.body_size > {max}'` archives such messages)",
+                crate::broker::too_large(size.len() as u64, max)
+            ))));
+        }
         let headers = replay_headers(properties.headers().as_ref());
         let properties = properties.with_headers(headers);
         Ok(Ok(Copy {
@@ -325,7 +344,7 @@ impl Plan<'_, '_> {
 fn stays(report: &mut ReplayReport, pos: u64, d: &Delivery, why: Stay) {
     report.counts.failed += 1;
     let why = match why {
-        Stay::NoDestination(why) => why,
+        Stay::NoDestination(why) | Stay::TooLarge(why) => why,
         Stay::Transform(why) => {
             report.transform_errors += 1;
             report
@@ -395,7 +414,8 @@ async fn survey(
     filter: Option<&Filter>,
     report: &mut ReplayReport,
 ) -> Result<()> {
-    let mut reader = QueueReader::open(ctx.broker, ctx.queue).await?;
+    // Every message the survey reads is given back.
+    let mut reader = QueueReader::open(ctx.broker, ctx.queue, ctx.guard).await?;
     let mut matched = 0u64;
     while limit.is_none_or(|l| matched < l) {
         let Some((pos, d, handle)) = reader.next().await? else {
@@ -450,7 +470,13 @@ async fn move_messages(
     report: &mut ReplayReport,
 ) -> Result<()> {
     let (broker, queue) = (ctx.broker, ctx.queue);
-    let mut reader = QueueReader::open(broker, queue).await?;
+    // Only a run that may leave messages in place needs the guard (and its slower reads).
+    let keeps = filter.is_some()
+        || ctx.transform.is_some()
+        || a.limit.is_some()
+        || matches!(ctx.destination, Destination::Origin);
+    let guard = ctx.guard.filter(|_| keeps);
+    let mut reader = QueueReader::open(broker, queue, guard).await?;
     let mut publisher = ConfirmedPublisher::open(broker, reader.budget().in_flight).await?;
     let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
     let bar = ui::progress(settings, budget, "replaying");

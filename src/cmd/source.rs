@@ -1,8 +1,17 @@
 //! SERVICE or --queue Q → the queue to read and the service's work queue (the replay destination).
 
+use std::time::Duration;
+
+use crate::broker::quorum::{self, Risk};
+use crate::broker::Broker;
 use crate::cli::SourceArgs;
 use crate::error::{Error, Result};
+use crate::output::messages::warn;
 use crate::settings::Settings;
+use crate::util::printable;
+
+/// How long a command waits for the management API's word on the queue type before going on.
+const MANAGEMENT_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -26,5 +35,57 @@ pub fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
             })
         }
         (None, None) => Err(Error::usage("name a SERVICE or give --queue Q")),
+    }
+}
+
+/// What reading `queue` and leaving messages in place risks, from the management API. A plain
+/// thread, not spawn_blocking: when the API does not answer, dlq goes on without it and must not
+/// wait for the thread when it exits.
+pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Risk {
+    let (management, url, name) = (
+        settings.management_url.clone(),
+        broker.url.clone(),
+        queue.to_string(),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(quorum::assess(management.as_deref(), &url, &name));
+    });
+    match tokio::time::timeout(MANAGEMENT_WAIT, rx).await {
+        Ok(Ok(risk)) => risk,
+        Ok(Err(_)) => Risk::Unknown("internal error: the management check stopped".into()),
+        Err(_) => Risk::Unknown(format!(
+            "management API: no answer within {} s",
+            MANAGEMENT_WAIT.as_secs()
+        )),
+    }
+}
+
+/// The delivery-limit a read of `queue` must keep clear of (None: reads are free), with notes
+/// for the end of the run. Warns on stderr when reads count; a stream is refused.
+pub fn guard_for(
+    risk: Risk,
+    queue: &str,
+    settings: &Settings,
+) -> Result<(Option<i64>, Vec<String>)> {
+    let shown = printable(queue);
+    match risk {
+        Risk::None => Ok((None, Vec::new())),
+        Risk::Stream => Err(Error::runtime(format!(
+            "queue \"{shown}\" is a stream; dlq reads classic and quorum queues"
+        ))),
+        Risk::Unknown(why) => Ok((
+            None,
+            vec![format!(
+                "could not tell whether \"{shown}\" is a quorum queue ({why}); on RabbitMQ 4.0–4.2 reading a quorum queue counts toward its delivery-limit"
+            )],
+        )),
+        Risk::DeliveryLimit { limit, version } if limit <= 0 => Err(Error::runtime(format!(
+            "\"{shown}\" is a quorum queue whose delivery-limit is {limit} on RabbitMQ {version}: every message read and left in place would be dropped at once, so dlq does not read it (remove the limit; a negative x-delivery-limit means no limit only from RabbitMQ 4.0)"
+        ))),
+        Risk::DeliveryLimit { limit, version } => {
+            warn(settings, &quorum::guard_warning(&shown, limit, &version));
+            Ok((Some(limit), Vec::new()))
+        }
     }
 }
