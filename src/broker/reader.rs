@@ -202,15 +202,7 @@ impl<'b> QueueReader<'b> {
             };
             match tokio::time::timeout(IDLE, next(consumer)).await {
                 Ok(Some(Ok(d))) => {
-                    let segment = &mut self.segments[index];
-                    segment.unacked.insert(d.delivery_tag);
-                    self.seen += 1;
-                    self.largest = self.largest.max(d.data.len());
-                    let handle = Handle {
-                        segment: index,
-                        tag: d.delivery_tag,
-                        near_limit: None,
-                    };
+                    let handle = self.took(index, &d, None);
                     return Ok(Some((self.seen, d, handle)));
                 }
                 Ok(Some(Err(e))) => return Err(self.broker.lost(e)),
@@ -244,17 +236,23 @@ impl<'b> QueueReader<'b> {
             self.shortfall = Some(Shortfall::RanOut);
             return Ok(None);
         };
+        let count = quorum::delivery_count(d.properties.headers().as_ref());
+        let near_limit =
+            quorum::near_limit(count, limit).then(|| (self.seen + 1, count.unwrap_or(0)));
+        let handle = self.took(index, &d, near_limit);
+        Ok(Some((self.seen, d, handle)))
+    }
+
+    /// Books a delivery from segment `index` as looked at and unacked.
+    fn took(&mut self, index: usize, d: &Delivery, near_limit: Option<(u64, i64)>) -> Handle {
         self.segments[index].unacked.insert(d.delivery_tag);
         self.seen += 1;
         self.largest = self.largest.max(d.data.len());
-        let count = quorum::delivery_count(d.properties.headers().as_ref());
-        let near_limit = quorum::near_limit(count, limit).then(|| (self.seen, count.unwrap_or(0)));
-        let handle = Handle {
+        Handle {
             segment: index,
             tag: d.delivery_tag,
             near_limit,
-        };
-        Ok(Some((self.seen, d, handle)))
+        }
     }
 
     /// After a quiet spell: is anything still ready for us? Deliveries already buffered on a

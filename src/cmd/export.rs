@@ -169,12 +169,7 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     // versions: then read one at a time and stop before one could be dropped.
     let keeps = !a.remove || filter.is_some() || a.limit.is_some();
     let guard = if keeps {
-        let risk = super::source::assess(settings, &broker, &source.queue).await;
-        let (guard, notes) = super::source::guard_for(risk, &source.queue, settings)?;
-        for n in notes {
-            crate::output::messages::warn(settings, &n);
-        }
-        guard
+        super::source::read_guard(settings, &broker, &source.queue).await?
     } else {
         None
     };

@@ -134,11 +134,7 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
             )));
         }
     }
-    let risk = super::source::assess(settings, &broker, &source.queue).await;
-    let (guard, notes) = super::source::guard_for(risk, &source.queue, settings)?;
-    for n in notes {
-        crate::output::messages::warn(settings, &n);
-    }
+    let guard = super::source::read_guard(settings, &broker, &source.queue).await?;
     let mut report = ReplayReport {
         source: source.queue.clone(),
         destination: destination.clone(),

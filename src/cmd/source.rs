@@ -61,6 +61,16 @@ pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Risk {
     }
 }
 
+/// For a command that reports no notes at the end: assess and guard in one go, warning at once.
+pub async fn read_guard(settings: &Settings, broker: &Broker, queue: &str) -> Result<Option<i64>> {
+    let risk = assess(settings, broker, queue).await;
+    let (guard, notes) = guard_for(risk, queue, settings)?;
+    for n in notes {
+        warn(settings, &n);
+    }
+    Ok(guard)
+}
+
 /// The delivery-limit a read of `queue` must keep clear of (None: reads are free), with notes
 /// for the end of the run. Warns on stderr when reads count; a stream is refused.
 pub fn guard_for(
