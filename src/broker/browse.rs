@@ -247,7 +247,7 @@ pub const WINDOW: u64 = 20_000;
 
 /// What one window may hold, in bytes: the broker pushes a whole window ahead of the reader, and
 /// lapin buffers it, so windows are sized from the largest message seen (two open at most).
-pub const WINDOW_BYTES: usize = 12 << 20;
+pub const WINDOW_BYTES: usize = 10 << 20;
 
 /// The first window, before any message size is known: small, in case messages are big.
 const FIRST_WINDOW: u64 = 8;
@@ -601,9 +601,9 @@ mod tests {
     #[test]
     fn windows_are_bounded_in_bytes() {
         assert_eq!(window_for(0), FIRST_WINDOW);
-        assert_eq!(window_for(1024), 12_288);
+        assert_eq!(window_for(1024), 10_240);
         assert_eq!(window_for(100), WINDOW);
-        assert_eq!(window_for(1 << 20), 12);
+        assert_eq!(window_for(1 << 20), 10);
         assert_eq!(window_for(64 << 20), 1);
     }
 
