@@ -250,3 +250,255 @@ async fn a_negative_delivery_limit_is_refused_on_3_x_and_read_freely_on_4_x() {
     }
     let _ = conn.close(200, "ok".into()).await;
 }
+
+/// The message ids of a queue, in order, as a full `dlq list` shows them (a full read keeps the
+/// order on every version: everything is held, then given back with one nack).
+fn listed_ids(scope: &Scope, q: &str) -> Vec<String> {
+    let out = dlq(scope)
+        .args(["list", "--queue", q, "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    json_out(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["properties"]["message_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ids(range: impl IntoIterator<Item = u32>) -> Vec<String> {
+    range.into_iter().map(|i| format!("m{i}")).collect()
+}
+
+/// A quorum queue does not put a message given back in its place: before 4.0 it goes to the
+/// back, from 4.0 into a FIFO of returned messages served first. Reads that stop early (`list
+/// --limit`, `list --filter --limit`, `peek`, `peek --pop` keeping one) read on as far as the
+/// version needs, so the queue keeps its order on 3.10 (the whole queue), 4.0 (one at a time,
+/// under the default delivery-limit) and 4.3 (to the first fresh delivery).
+#[tokio::test(flavor = "multi_thread")]
+async fn partial_reads_leave_a_quorum_queue_in_its_order_on_3_10_4_0_and_4_3() {
+    let scope = Scope::new("qorder");
+    let conn = connect().await;
+    let q = scope.name("q");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    declare_queue(&conn, &q, args).await;
+    publish_many(
+        &conn,
+        &q,
+        (0..10).map(|i| {
+            (
+                format!("{{\"n\":{i}}}").into_bytes(),
+                BasicProperties::default().with_message_id(format!("m{i}").into()),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, 10).await, 10);
+    let reads: [&[&str]; 5] = [
+        &["list", "--limit", "3"],
+        &["peek"],
+        &["peek", "--count", "2"],
+        &["list", "--filter", ".body.n == 4", "--limit", "1"],
+        &["list", "--group-by", ".body.n > 2", "--limit", "5"],
+    ];
+    for read in reads {
+        let out = dlq(&scope)
+            .args(read)
+            .args(["--queue", &q, "-o", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{read:?}: {}", stderr(&out));
+        assert_eq!(wait_for_count(&q, 10).await, 10, "{read:?}");
+        assert_eq!(listed_ids(&scope, &q), ids(0..10), "after {read:?}");
+    }
+    // peek --pop: keep the first, remove the second.
+    let (code, screen) = on_terminal(
+        &scope,
+        "ny",
+        false,
+        &["peek", "--queue", &q, "--pop", "--count", "2"],
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("1 of 2 shown"), "{screen}");
+    assert_eq!(wait_for_count(&q, 9).await, 9);
+    let mut rest = ids([0]);
+    rest.extend(ids(2..10));
+    assert_eq!(listed_ids(&scope, &q), rest, "after peek --pop");
+    let drained: Vec<String> = drain(&conn, &q).await.iter().map(message_id).collect();
+    assert_eq!(drained, rest, "the queue itself");
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+/// A consumer that crashes on `queue`'s head message `times` times: each time it takes the
+/// message with basic.get and its connection closes before any ack (the broker requeues it).
+/// Returns how many times it got a message.
+async fn crash_on_head(queue: &str, times: u32) -> u32 {
+    let mut got = 0;
+    for _ in 0..times {
+        let conn = connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let m = ch
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        let _ = conn.close(320, "crash".into()).await;
+        match m {
+            Some(_) => got += 1,
+            None => break,
+        }
+        // The requeue after a closed connection takes a moment.
+        wait_for_count(queue, 1).await;
+    }
+    got
+}
+
+/// The quorum topology never drops a crash-looping message. On 4.x a quorum queue's default
+/// delivery-limit of 20 dead-letters the message to S.retry, and when its TTL sends it back the
+/// broker drops it as a cycle without a rejection (shown here on a queue declared without the
+/// argument); the queues `topology apply` declares (x-delivery-limit -1 on 4.x) keep it through
+/// 25 crashes, and `verify` flags the unsafe queue until a policy lifts the limit. On 3.x there
+/// is no default limit: both keep it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_message_survives_the_applied_quorum_topology_and_verify_flags_a_limited_one_on_4_x(
+) {
+    let from_4 = broker_version() >= (4, 0);
+    let scope = Scope::new("qloop");
+    let (safe, bare) = (scope.name("safe"), scope.name("bare"));
+    let cfg = scope.config(&format!(
+        "[defaults]\nqueue_type = \"quorum\"\nretry_delay = \"200ms\"\n\n[services.\"{safe}\"]\n[services.\"{bare}\"]\n"
+    ));
+    let cfg = cfg.to_str().unwrap().to_string();
+    // `bare` is declared the way it would have been before: the contract's arguments only.
+    let conn = connect().await;
+    for (name, args) in [
+        (
+            bare.clone(),
+            vec![
+                ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+                (
+                    "x-dead-letter-routing-key",
+                    AMQPValue::LongString(format!("{bare}.retry").into()),
+                ),
+            ],
+        ),
+        (
+            format!("{bare}.retry"),
+            vec![
+                ("x-message-ttl", AMQPValue::LongLongInt(200)),
+                ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+                (
+                    "x-dead-letter-routing-key",
+                    AMQPValue::LongString(bare.clone().into()),
+                ),
+            ],
+        ),
+        (format!("{bare}.error"), vec![]),
+    ] {
+        let mut t = FieldTable::default();
+        t.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        for (k, v) in args {
+            t.insert(k.into(), v);
+        }
+        declare_queue(&conn, &name, t).await;
+    }
+    let out = dlq(&scope)
+        .args(["-c", &cfg, "topology", "apply", "--service", &safe])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    for q in [&safe, &bare] {
+        publish_many(
+            &conn,
+            q,
+            [(
+                b"{\"poison\":true}".to_vec(),
+                BasicProperties::default().with_message_id("poison".into()),
+            )],
+        )
+        .await;
+        assert_eq!(wait_for_count(q, 1).await, 1);
+    }
+    assert_eq!(
+        crash_on_head(&safe, 25).await,
+        25,
+        "dlq's topology keeps it"
+    );
+    assert_eq!(wait_for_count(&safe, 1).await, 1);
+    let bare_got = crash_on_head(&bare, 25).await;
+    if from_4 {
+        // Past the default limit of 20 it goes to bare.retry, then the cycle drops it.
+        assert!(bare_got <= 21, "{bare_got} deliveries");
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(amqp_count(&bare).await, 0, "dropped on 4.x");
+        assert_eq!(amqp_count(&format!("{bare}.retry")).await, 0);
+    } else {
+        assert_eq!(bare_got, 25);
+        assert_eq!(
+            wait_for_count(&bare, 1).await,
+            1,
+            "3.x has no default limit"
+        );
+    }
+
+    let verify = |service: &str| {
+        dlq(&scope)
+            .args(["-c", &cfg, "topology", "verify", "--service", service])
+            .output()
+            .unwrap()
+    };
+    let out = verify(&safe);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = verify(&bare);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if from_4 {
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        assert!(
+            text.contains("x-delivery-limit") && text.contains("drops it"),
+            "{text}"
+        );
+        // A policy that lifts the limit is the fix for queues that already exist.
+        api_put(
+            &format!("policies/%2F/{}", enc(&bare)),
+            serde_json::json!({"pattern": format!("^{}", regex_escape(&bare)), "apply-to": "queues",
+                               "definition": {"delivery-limit": -1}}),
+        );
+        let mut ok = false;
+        for _ in 0..50 {
+            if verify(&bare).status.code() == Some(0) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        api_delete(&format!("policies/%2F/{}", enc(&bare)));
+        assert!(ok, "verify accepts the policy");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{text}");
+    }
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+/// The name as a regular expression matching itself.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}

@@ -17,7 +17,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
 use super::amqp::{short, QueueCounts, Reply};
-use super::quorum;
+use super::quorum::{self, Requeue};
 use super::{amqp_error, next, short_reason, Broker};
 use crate::error::{Error, Result};
 use crate::util::printable;
@@ -132,12 +132,17 @@ pub fn prefetch_for(target: u64) -> u16 {
 /// With `delivery_limit` (a quorum queue where every delivery counts toward it), messages are
 /// fetched one at a time and reading stops at the first one within `quorum::MARGIN` of the limit:
 /// a consumer would already have been sent, and so counted, everything behind it.
+///
+/// A read that ends before the end of the queue goes on, without showing anything, as far as
+/// `requeue` needs for the queue to keep its order once everything is given back (a quorum queue
+/// does not put a returned message back in its place: see [`order_goal`]).
 pub async fn browse(
     broker: &Broker,
     queue: &str,
     depth: u32,
     limit: Option<u64>,
     delivery_limit: Option<i64>,
+    requeue: Requeue,
     on_message: impl FnMut(u64, &Delivery) -> ControlFlow<()>,
 ) -> Result<Browsed> {
     let target = limit.map_or(u64::from(depth), |l| l.min(u64::from(depth)));
@@ -146,10 +151,15 @@ pub async fn browse(
         read: 0,
         end: End::Done,
     };
+    let read = Read {
+        target,
+        depth: u64::from(depth),
+        requeue,
+    };
     let browsed = match delivery_limit {
         _ if target == 0 => return Ok(browsed),
-        Some(limit) => fetch_each(broker, queue, target, limit, browsed, on_message).await?,
-        None => consume(broker, queue, target, browsed, on_message).await?,
+        Some(limit) => fetch_each(broker, queue, read, limit, browsed, on_message).await?,
+        None => consume(broker, queue, read, browsed, on_message).await?,
     };
     if browsed.read > 0 {
         settle(broker, queue, depth).await?;
@@ -189,6 +199,84 @@ pub(crate) async fn settle(broker: &Broker, queue: &str, depth: u32) -> Result<(
 /// The longest [`settle`] waits.
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 
+/// What a browse sets out to do.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    /// Deliveries to hand to the caller.
+    target: u64,
+    /// Ready messages at the start.
+    depth: u64,
+    requeue: Requeue,
+}
+
+/// Once the caller's part of a read is over after `taken` deliveries (the last one redelivered or
+/// not), how many deliveries in all the read must take so that giving them back leaves the queue
+/// in its order. Nothing is shown from the extra ones.
+/// - In place (classic): none more.
+/// - Back (quorum before 4.0): the whole queue, so that all of it goes to the back in order.
+/// - Returns (quorum from 4.0): while the last delivery was a redelivery, the FIFO of returned
+///   messages served first is not read to its end; read on to the first fresh delivery (at most
+///   the whole queue), so that it all goes back into that FIFO in order.
+pub fn order_goal(requeue: Requeue, taken: u64, depth: u64, last_redelivered: bool) -> u64 {
+    match requeue {
+        Requeue::InPlace => taken,
+        Requeue::Back => taken.max(depth),
+        Requeue::Returns if last_redelivered => taken.max(depth),
+        Requeue::Returns => taken,
+    }
+}
+
+/// Whether a delivery taken only to keep the order ends that extra read early: the first fresh
+/// delivery after a quorum queue's returned messages.
+fn ends_order_read(requeue: Requeue, delivery: &Delivery) -> bool {
+    requeue == Requeue::Returns && !delivery.redelivered
+}
+
+/// The bookkeeping of a read that may go on past the caller's part to keep the queue's order.
+struct Progress {
+    /// Deliveries taken, shown or not.
+    taken: u64,
+    /// Deliveries to take in all.
+    goal: u64,
+    last_redelivered: bool,
+    /// Set when the caller's part is over: why; from then on nothing more is shown.
+    caller_end: Option<End>,
+}
+
+impl Progress {
+    fn new(target: u64) -> Progress {
+        Progress {
+            taken: 0,
+            goal: target,
+            last_redelivered: false,
+            caller_end: None,
+        }
+    }
+
+    /// The caller's part ended: decide how much more to read for the order.
+    fn end_caller(&mut self, end: End, read: Read) {
+        if self.caller_end.is_none() {
+            self.caller_end = Some(end);
+            self.goal = order_goal(read.requeue, self.taken, read.depth, self.last_redelivered);
+        }
+    }
+
+    /// Counts one delivery; true when it is the caller's to see.
+    fn take(&mut self, delivery: &Delivery, read: Read) -> bool {
+        self.taken += 1;
+        self.last_redelivered = delivery.redelivered;
+        if self.caller_end.is_some() && ends_order_read(read.requeue, delivery) {
+            self.goal = self.taken;
+        }
+        self.caller_end.is_none()
+    }
+
+    /// The end of the whole read, when it is over.
+    fn finished(&self) -> Option<End> {
+        self.caller_end.filter(|_| self.taken >= self.goal)
+    }
+}
+
 /// The fast way: consumers whose prefetch admits one window of messages each. Nothing is acked,
 /// so a consumer stops receiving once its window is delivered. The windows bound what can pile
 /// up in memory when the output is slow (a pager, a slow pipe), since lapin buffers every
@@ -197,46 +285,56 @@ const SETTLE_MAX: Duration = Duration::from_secs(5);
 async fn consume(
     broker: &Broker,
     queue: &str,
-    target: u64,
+    read: Read,
     mut browsed: Browsed,
     mut on_message: impl FnMut(u64, &Delivery) -> ControlFlow<()>,
 ) -> Result<Browsed> {
     let channel = broker.channel().await?;
     let mut windows = Windows::default();
+    let mut progress = Progress::new(read.target);
     let _armed = crate::interrupt::arm();
     let interrupt = crate::interrupt::interrupted();
     tokio::pin!(interrupt);
     browsed.end = loop {
-        if browsed.read >= target {
-            break End::Done;
+        if browsed.read >= read.target {
+            progress.end_caller(End::Done, read);
+        }
+        if let Some(end) = progress.finished() {
+            break end;
         }
         // At most two windows are open: the one being read and the next.
         let window = window_for(windows.largest);
-        while windows.opened < target && windows.opened - browsed.read <= window {
-            let size = (target - windows.opened).min(window);
+        while windows.opened < progress.goal && windows.opened - progress.taken <= window {
+            let size = (progress.goal - windows.opened).min(window);
             windows.open(broker, &channel, queue, size).await?;
         }
+        let listening = progress.caller_end.is_none();
         let next = tokio::select! {
-            _ = &mut interrupt => break End::Interrupted,
+            _ = &mut interrupt, if listening => {
+                progress.end_caller(End::Interrupted, read);
+                continue;
+            }
             next = tokio::time::timeout(IDLE, windows.next_in_order()) => next,
         };
         let delivery = match next {
             // Quiet: a slow broker is waited for; only a queue with nothing ready ends the read.
             Err(_) if anything_ready(broker, queue).await? => continue,
-            Err(_) => break End::RanOut,
+            Err(_) => break progress.caller_end.unwrap_or(End::RanOut),
             Ok(None) => break End::Cancelled,
             Ok(Some(Err(e))) => return Err(broker.lost(e)),
             Ok(Some(Ok(d))) => d,
         };
-        browsed.read += 1;
         windows.largest = windows.largest.max(delivery.data.len());
-        if on_message(browsed.read, &delivery).is_break() {
-            break End::Stopped;
+        if progress.take(&delivery, read) {
+            browsed.read += 1;
+            if on_message(browsed.read, &delivery).is_break() {
+                progress.end_caller(End::Stopped, read);
+            }
         }
         windows.close_finished(broker, &channel).await?;
     };
-    let last_tag = windows.close_all(broker, &channel).await?;
-    give_back(broker, &channel, last_tag).await?;
+    windows.close_all(broker, &channel).await?;
+    give_back_runs(broker, &channel, &windows.runs).await?;
     Ok(browsed)
 }
 
@@ -260,8 +358,33 @@ pub fn window_for(largest: usize) -> u64 {
     ((WINDOW_BYTES / largest.max(512)) as u64).clamp(1, WINDOW)
 }
 
+/// Runs of consecutive delivery tags that went to one consumer, in tag order: (consumer, last tag).
+///
+/// A quorum queue takes back the messages of one multiple nack consumer by consumer (measured on
+/// 3.10.8: a 10-message browse over windows of 8 and 2 came back as m8, m9, m0…m7), so a browse
+/// over several consumers gives back one run at a time, in tag order: one multiple nack per run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Runs(Vec<(u64, u64)>);
+
+impl Runs {
+    /// Adds the delivery `tag` of `consumer`; tags must come in increasing order.
+    pub fn push(&mut self, consumer: u64, tag: u64) {
+        match self.0.last_mut() {
+            Some((c, last)) if *c == consumer => *last = tag,
+            _ => self.0.push((consumer, tag)),
+        }
+    }
+
+    /// The tag each multiple nack names, in order.
+    pub fn last_tags(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|&(_, tag)| tag)
+    }
+}
+
 /// One consumer and its share of the browse.
 struct Window {
+    /// Numbers the consumers of one browse.
+    id: u64,
     consumer: Consumer,
     size: u64,
     received: u64,
@@ -283,6 +406,11 @@ struct Windows {
     last_read: u64,
     /// The largest body read so far, in bytes.
     largest: usize,
+    /// Every delivery received, handed out or not, by consumer: what is given back at the end.
+    runs: Runs,
+    /// Deliveries buffered when their consumer was cancelled, never handed out: (tag, consumer).
+    unread: Vec<(u64, u64)>,
+    opened_consumers: u64,
 }
 
 impl Windows {
@@ -294,7 +422,9 @@ impl Windows {
         size: u64,
     ) -> Result<()> {
         let consumer = start_consumer(broker, channel, queue, prefetch_for(size)).await?;
+        self.opened_consumers += 1;
         self.open.push(Window {
+            id: self.opened_consumers,
             consumer,
             size,
             received: 0,
@@ -315,6 +445,7 @@ impl Windows {
                 .find(|w| w.head.as_ref().is_some_and(|d| d.delivery_tag == want))
             {
                 self.last_read = want;
+                self.runs.push(w.id, want);
                 return w.head.take().map(Ok);
             }
             // The wanted delivery can only come from a consumer with nothing held ahead.
@@ -351,21 +482,32 @@ impl Windows {
             .iter()
             .position(|w| w.received >= w.size && w.head.is_none())
         {
-            let mut w = self.open.swap_remove(i);
-            self.last_received = self
-                .last_received
-                .max(cancel(broker, channel, &mut w.consumer).await?);
+            let w = self.open.swap_remove(i);
+            self.close(broker, channel, w).await?;
         }
         Ok(())
     }
 
-    /// Cancels every consumer; the highest delivery tag received, buffered ones included.
-    async fn close_all(&mut self, broker: &Broker, channel: &Channel) -> Result<u64> {
-        for mut w in std::mem::take(&mut self.open) {
-            let tag = cancel(broker, channel, &mut w.consumer).await?;
-            self.last_received = self.last_received.max(tag);
+    /// Cancels every consumer, then adds what was received and not handed out to the runs.
+    async fn close_all(&mut self, broker: &Broker, channel: &Channel) -> Result<()> {
+        for w in std::mem::take(&mut self.open) {
+            self.close(broker, channel, w).await?;
         }
-        Ok(self.last_received)
+        let mut unread = std::mem::take(&mut self.unread);
+        unread.sort_unstable();
+        for (tag, consumer) in unread {
+            self.runs.push(consumer, tag);
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, broker: &Broker, channel: &Channel, mut w: Window) -> Result<()> {
+        if let Some(d) = w.head.take() {
+            self.unread.push((d.delivery_tag, w.id));
+        }
+        let tags = cancel_collect(broker, channel, &mut w.consumer, true).await?;
+        self.unread.extend(tags.into_iter().map(|tag| (tag, w.id)));
+        Ok(())
     }
 }
 
@@ -380,26 +522,9 @@ fn giving_back_failed(broker: &Broker, e: lapin::Error) -> Error {
     )
 }
 
-/// Cancel so nothing new arrives, and take what is already buffered: the highest delivery tag
-/// among those (0 when none).
-pub(crate) async fn cancel(
-    broker: &Broker,
-    channel: &Channel,
-    consumer: &mut Consumer,
-) -> Result<u64> {
-    channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await
-        .map_err(|e| giving_back_failed(broker, e))?;
-    let mut last_tag = 0;
-    while let Ok(Some(Ok(d))) = tokio::time::timeout(IDLE, next(consumer)).await {
-        last_tag = last_tag.max(d.delivery_tag);
-    }
-    Ok(last_tag)
-}
-
-/// Like [`cancel`], but every buffered delivery's tag; `send` false when the consumer was
-/// already cancelled and only its buffered deliveries remain.
+/// Cancel so nothing new arrives, and take what is already buffered: every buffered delivery's
+/// tag; `send` false when the consumer was already cancelled and only its buffered deliveries
+/// remain.
 pub(crate) async fn cancel_collect(
     broker: &Broker,
     channel: &Channel,
@@ -417,6 +542,24 @@ pub(crate) async fn cancel_collect(
         tags.push(d.delivery_tag);
     }
     Ok(tags)
+}
+
+/// Gives back a browse over several consumers: one multiple nack per run, in tag order, then
+/// closes the channel, which waits for the broker to have processed the nacks.
+async fn give_back_runs(broker: &Broker, channel: &Channel, runs: &Runs) -> Result<()> {
+    for tag in runs.last_tags() {
+        channel
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await
+            .map_err(|e| giving_back_failed(broker, e))?;
+    }
+    give_back(broker, channel, 0).await
 }
 
 /// Nack everything up to the last tag at once, then close the channel, which waits for the
@@ -444,35 +587,47 @@ pub(crate) async fn give_back(broker: &Broker, channel: &Channel, last_tag: u64)
 async fn fetch_each(
     broker: &Broker,
     queue: &str,
-    target: u64,
+    read: Read,
     delivery_limit: i64,
     mut browsed: Browsed,
     mut on_message: impl FnMut(u64, &Delivery) -> ControlFlow<()>,
 ) -> Result<Browsed> {
     let mut hold = Hold::open(broker, queue).await?;
+    let mut progress = Progress::new(read.target);
     let _armed = crate::interrupt::arm();
     let interrupt = crate::interrupt::interrupted();
     tokio::pin!(interrupt);
     browsed.end = loop {
-        if browsed.read >= target {
-            break End::Done;
+        if browsed.read >= read.target {
+            progress.end_caller(End::Done, read);
         }
+        if let Some(end) = progress.finished() {
+            break end;
+        }
+        let listening = progress.caller_end.is_none();
         let next = tokio::select! {
-            _ = &mut interrupt => break End::Interrupted,
+            _ = &mut interrupt, if listening => {
+                progress.end_caller(End::Interrupted, read);
+                continue;
+            }
             next = hold.next() => next?,
         };
         let Some(delivery) = next else {
-            break End::RanOut;
+            break progress.caller_end.unwrap_or(End::RanOut);
         };
         hold.keep(delivery.delivery_tag);
-        browsed.read += 1;
-        if on_message(browsed.read, &delivery).is_break() {
-            break End::Stopped;
+        if progress.take(&delivery, read) {
+            browsed.read += 1;
+            if on_message(browsed.read, &delivery).is_break() {
+                progress.end_caller(End::Stopped, read);
+            }
         }
         let count = quorum::delivery_count(delivery.properties.headers().as_ref());
-        if quorum::near_limit(count, delivery_limit) && browsed.read < target {
+        let more_to_take = progress.caller_end.is_none() && browsed.read < read.target
+            || progress.caller_end.is_some() && progress.taken < progress.goal;
+        if quorum::near_limit(count, delivery_limit) && more_to_take {
             break End::NearLimit {
-                position: browsed.read,
+                position: progress.taken,
                 delivery_count: count.unwrap_or(0),
                 limit: delivery_limit,
             };
@@ -503,6 +658,9 @@ pub struct Hold<'a> {
     queue: String,
     /// The highest delivery tag that is held and not removed; 0 when none.
     last_kept: u64,
+    /// Messages fetched so far, and whether the last one was a redelivery.
+    taken: u64,
+    last_redelivered: bool,
 }
 
 /// What happened to a message the user asked to remove.
@@ -522,12 +680,49 @@ impl<'a> Hold<'a> {
             channel: broker.channel().await?,
             queue: queue.to_string(),
             last_kept: 0,
+            taken: 0,
+            last_redelivered: false,
         })
     }
 
     /// The next message at the head (after those already held), or None when there is none.
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
-        get_one(self.broker, &self.channel, &self.queue).await
+        let got = get_one(self.broker, &self.channel, &self.queue).await?;
+        if let Some(d) = &got {
+            self.taken += 1;
+            self.last_redelivered = d.redelivered;
+        }
+        Ok(got)
+    }
+
+    /// Before giving back what is kept: takes, and keeps, as many more messages as `requeue`
+    /// needs for the queue to keep its order (see [`order_goal`]; `depth` is the count at the
+    /// start). With `guard`, stops at a message within `quorum::MARGIN` of that delivery-limit and
+    /// returns its position and delivery count.
+    pub async fn keep_order(
+        &mut self,
+        requeue: Requeue,
+        depth: u64,
+        guard: Option<i64>,
+    ) -> Result<Option<(u64, i64)>> {
+        if self.last_kept == 0 || self.lost_reason().is_some() {
+            return Ok(None);
+        }
+        let goal = order_goal(requeue, self.taken, depth, self.last_redelivered);
+        while self.taken < goal {
+            let Some(d) = self.next().await? else {
+                break;
+            };
+            self.keep(d.delivery_tag);
+            let count = quorum::delivery_count(d.properties.headers().as_ref());
+            if guard.is_some_and(|limit| quorum::near_limit(count, limit)) && self.taken < goal {
+                return Ok(Some((self.taken, count.unwrap_or(0))));
+            }
+            if ends_order_read(requeue, &d) {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Why the held deliveries are no longer held, if they are not: the broker requeues every
@@ -605,6 +800,25 @@ mod tests {
         assert_eq!(window_for(100), WINDOW);
         assert_eq!(window_for(1 << 20), 10);
         assert_eq!(window_for(64 << 20), 1);
+    }
+
+    #[test]
+    fn runs_split_where_the_consumer_changes() {
+        let mut runs = Runs::default();
+        for (consumer, tag) in [(1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (1, 6), (3, 7)] {
+            runs.push(consumer, tag);
+        }
+        assert_eq!(runs.last_tags().collect::<Vec<_>>(), vec![3, 5, 6, 7]);
+        assert_eq!(Runs::default().last_tags().count(), 0);
+    }
+
+    #[test]
+    fn order_goal_reads_on_only_where_a_return_does_not_go_back_in_place() {
+        assert_eq!(order_goal(Requeue::InPlace, 3, 10, true), 3);
+        assert_eq!(order_goal(Requeue::Back, 3, 10, false), 10);
+        assert_eq!(order_goal(Requeue::Back, 10, 10, false), 10);
+        assert_eq!(order_goal(Requeue::Returns, 3, 10, false), 3);
+        assert_eq!(order_goal(Requeue::Returns, 3, 10, true), 10);
     }
 
     #[test]

@@ -26,6 +26,41 @@ pub enum Risk {
     Unknown(String),
 }
 
+/// Where a message given back (basic.nack with requeue) goes, which decides how a read that stops
+/// before the end of the queue must go on so that the queue keeps its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Back to its place (classic queues).
+    InPlace,
+    /// To the back of the queue: quorum queues before 4.0 (measured on 3.10.8, with and without a
+    /// delivery-limit). A partial read keeps the order only by reading the whole queue.
+    Back,
+    /// To a FIFO of returned messages served before all others, marked redelivered: quorum queues
+    /// from 4.0 (`returns` in rabbit_fifo.erl; redelivered = acquired count > 0 in
+    /// rabbit_fifo_client.erl). A partial read keeps the order by reading that FIFO to its end:
+    /// up to the first delivery that is not a redelivery.
+    Returns,
+}
+
+/// The [`Requeue`] of a queue of this type on this broker version (unknown: as before 4.0, since
+/// reading the whole queue keeps the order on every version).
+pub fn requeue(queue_type: &str, version: Option<&str>) -> Requeue {
+    if queue_type != "quorum" {
+        return Requeue::InPlace;
+    }
+    match version.and_then(parse_version) {
+        Some(v) if v >= (4, 0) => Requeue::Returns,
+        _ => Requeue::Back,
+    }
+}
+
+/// What the management API tells about reading a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub risk: Risk,
+    pub requeue: Requeue,
+}
+
 /// `major.minor` of a RabbitMQ version string such as "4.1.2" or "4.2.0-rc.1".
 pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.trim().split(['.', '-', '+']);
@@ -116,13 +151,14 @@ pub fn delivery_count(headers: Option<&FieldTable>) -> Option<i64> {
 
 /// Asks the management API (blocking: run it off the async threads) what browsing `queue` risks.
 /// lapin does not expose the server properties, so the version comes from /api/overview.
-pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Risk {
+pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Assessment {
     let api = Management::new(management_url, amqp);
-    let unusable = |why: String| {
-        Risk::Unknown(format!(
+    let unusable = |why: String| Assessment {
+        risk: Risk::Unknown(format!(
             "management API at {} not usable ({why})",
             api.base_url()
-        ))
+        )),
+        requeue: Requeue::InPlace,
     };
     let info = match api.queue(queue) {
         Ok(Some(v)) => v,
@@ -134,14 +170,20 @@ pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Ri
         .and_then(Value::as_str)
         .unwrap_or("classic");
     if queue_type != "quorum" {
-        return risk(queue_type, None, None);
+        return Assessment {
+            risk: risk(queue_type, None, None),
+            requeue: Requeue::InPlace,
+        };
     }
     let version = api.overview().ok().flatten().and_then(|o| {
         o.get("rabbitmq_version")
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    risk(queue_type, version.as_deref(), configured_limit(&info))
+    Assessment {
+        risk: risk(queue_type, version.as_deref(), configured_limit(&info)),
+        requeue: requeue(queue_type, version.as_deref()),
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +243,16 @@ mod tests {
     #[test]
     fn unknown_version_is_treated_as_the_risky_one() {
         assert_eq!(limit(risk("quorum", None, None)), Some(20));
+    }
+
+    #[test]
+    fn requeue_goes_back_before_4_0_and_to_the_returns_fifo_from_4_0() {
+        assert_eq!(requeue("classic", Some("3.10.8")), Requeue::InPlace);
+        assert_eq!(requeue("quorum", Some("3.10.8")), Requeue::Back);
+        assert_eq!(requeue("quorum", Some("3.13.7")), Requeue::Back);
+        assert_eq!(requeue("quorum", Some("4.0.5")), Requeue::Returns);
+        assert_eq!(requeue("quorum", Some("4.3.6")), Requeue::Returns);
+        assert_eq!(requeue("quorum", None), Requeue::Back);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::broker::amqp::QueueCounts;
 use crate::broker::browse::{self, Browsed, End};
-use crate::broker::quorum;
+use crate::broker::quorum::{self, Requeue};
 use crate::broker::Broker;
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
@@ -35,30 +35,43 @@ pub struct GroupReport {
     pub notes: Vec<String>,
 }
 
+/// A queue opened for a read that leaves its messages in place.
+pub struct Opened {
+    pub broker: Broker,
+    /// The queue's counts at the start.
+    pub counts: QueueCounts,
+    /// The delivery-limit to keep clear of (None: reads are free).
+    pub guard: Option<i64>,
+    /// Where a message given back goes (how a partial read keeps the order).
+    pub requeue: Requeue,
+    /// Notes for the end of the run.
+    pub notes: Vec<String>,
+}
+
 /// Connects, checks the queue exists and what browsing it risks, and says so on stderr.
-/// Returns the broker, the queue's counts at the start, the delivery-limit to keep clear of
-/// (None: no risk) and notes for the end.
-pub async fn open_source(
-    settings: &Settings,
-    queue: &str,
-    purpose: &str,
-) -> Result<(Broker, QueueCounts, Option<i64>, Vec<String>)> {
+pub async fn open_source(settings: &Settings, queue: &str, purpose: &str) -> Result<Opened> {
     let broker = Broker::connect(&settings.urls, purpose).await?;
     // The management API answers slowly compared with AMQP; ask it while the queue is probed.
-    let (risk, counts) = tokio::join!(
+    let (assessment, counts) = tokio::join!(
         super::source::assess(settings, &broker, queue),
         browse::open_queue(&broker, queue)
     );
     let counts = counts?;
     let shown = printable(queue);
-    let (keep_clear_of, mut notes) = super::source::guard_for(risk, queue, settings)?;
+    let (guard, mut notes) = super::source::guard_for(assessment.risk, queue, settings)?;
     if counts.consumers > 0 {
         notes.push(format!(
             "\"{shown}\" has {} other consumer(s): messages they hold are not shown",
             counts.consumers
         ));
     }
-    Ok((broker, counts, keep_clear_of, notes))
+    Ok(Opened {
+        broker,
+        counts,
+        guard,
+        requeue: assessment.requeue,
+        notes,
+    })
 }
 
 /// Decides, per delivery, whether it is shown, and counts what the filter left out and why.
@@ -208,8 +221,13 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
         .as_deref()
         .map(|g| super::compile_filter(g, "--group-by"))
         .transpose()?;
-    let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, &queue, &format!("list {queue}")).await?;
+    let Opened {
+        broker,
+        counts,
+        guard,
+        requeue,
+        mut notes,
+    } = open_source(settings, &queue, &format!("list {queue}")).await?;
     // --limit caps the matches: with a filter, read on until that many matched.
     let (read_limit, match_limit) = match filter {
         Some(_) => (None, a.limit),
@@ -232,7 +250,8 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
                 &queue,
                 counts.messages,
                 read_limit,
-                keep_clear_of,
+                guard,
+                requeue,
                 |pos, d| {
                     if let Some(m) = selection.select(&queue, pos, d) {
                         groups.add(expr, &m);
@@ -267,7 +286,8 @@ pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
                 &queue,
                 counts.messages,
                 read_limit,
-                keep_clear_of,
+                guard,
+                requeue,
                 |pos, d| match selection.select(&queue, pos, d) {
                     Some(m) => match sink.push(&m) {
                         Ok(()) if enough() => ControlFlow::Break(()),

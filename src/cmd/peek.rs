@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::list::{
-    end_stream, near_limit_problem, open_source, output_error, BrowseReport, Selection,
+    end_stream, near_limit_problem, open_source, output_error, BrowseReport, Opened, Selection,
 };
 use crate::broker::browse::{self, Hold, Removal};
 use crate::broker::quorum;
@@ -34,8 +34,13 @@ pub async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
 
 /// Shows the head messages and gives them all back.
 async fn peek(a: &PeekArgs, settings: &Settings, queue: &str) -> Result<Box<dyn Report>> {
-    let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, queue, &format!("peek {queue}")).await?;
+    let Opened {
+        broker,
+        counts,
+        guard,
+        requeue,
+        mut notes,
+    } = open_source(settings, queue, &format!("peek {queue}")).await?;
     let mut selection = Selection::new(None);
     let mut sink = MessageSink::new(settings, View::Full);
     let mut write_error = None;
@@ -44,7 +49,8 @@ async fn peek(a: &PeekArgs, settings: &Settings, queue: &str) -> Result<Box<dyn 
         queue,
         counts.messages,
         Some(a.count),
-        keep_clear_of,
+        guard,
+        requeue,
         |pos, d| {
             let Some(m) = selection.select(queue, pos, d) else {
                 return ControlFlow::Continue(());
@@ -117,8 +123,13 @@ async fn pop(
     consent: Consent,
     mut save: Option<File>,
 ) -> Result<Box<dyn Report>> {
-    let (broker, counts, keep_clear_of, mut notes) =
-        open_source(settings, queue, &format!("peek --pop {queue}")).await?;
+    let Opened {
+        broker,
+        counts,
+        guard: keep_clear_of,
+        requeue,
+        mut notes,
+    } = open_source(settings, queue, &format!("peek --pop {queue}")).await?;
     let mut hold = Hold::open(&broker, queue).await?;
     let mut sink = MessageSink::new(settings, View::Full);
     let mut done = Popped {
@@ -137,13 +148,22 @@ async fn pop(
         &mut done,
     )
     .await;
-    // Whatever happened, what is still held goes back in place before anything is reported.
+    // Whatever happened, what is still held goes back in place before anything is reported,
+    // after reading on as far as the queue type needs to keep its order.
+    let ordered = hold
+        .keep_order(requeue, u64::from(counts.messages), keep_clear_of)
+        .await;
     let given_back = hold.give_back().await;
     broker.close().await;
     let finished = sink.finish().or_else(output_error);
     result?;
     given_back?;
     finished?;
+    if let (Some((position, count)), Some(limit)) = (ordered?, keep_clear_of) {
+        return Err(Error::runtime(near_limit_problem(
+            queue, position, count, limit,
+        )));
+    }
     if counts.messages == 0 || done.shown == 0 {
         notes.push(format!("queue \"{}\" is empty", printable(queue)));
     }

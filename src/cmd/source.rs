@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::broker::quorum::{self, Risk};
+use crate::broker::quorum::{self, Assessment, Requeue, Risk};
 use crate::broker::Broker;
 use crate::cli::SourceArgs;
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
 /// What reading `queue` and leaving messages in place risks, from the management API. A plain
 /// thread, not spawn_blocking: when the API does not answer, dlq goes on without it and must not
 /// wait for the thread when it exits.
-pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Risk {
+pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Assessment {
     let (management, url, name) = (
         settings.management_url.clone(),
         broker.url.clone(),
@@ -51,10 +51,14 @@ pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Risk {
     std::thread::spawn(move || {
         let _ = tx.send(quorum::assess(management.as_deref(), &url, &name));
     });
+    let unknown = |why: String| Assessment {
+        risk: Risk::Unknown(why),
+        requeue: Requeue::InPlace,
+    };
     match tokio::time::timeout(MANAGEMENT_WAIT, rx).await {
-        Ok(Ok(risk)) => risk,
-        Ok(Err(_)) => Risk::Unknown("internal error: the management check stopped".into()),
-        Err(_) => Risk::Unknown(format!(
+        Ok(Ok(assessment)) => assessment,
+        Ok(Err(_)) => unknown("internal error: the management check stopped".into()),
+        Err(_) => unknown(format!(
             "management API: no answer within {} s",
             MANAGEMENT_WAIT.as_secs()
         )),
@@ -63,7 +67,7 @@ pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Risk {
 
 /// For a command that reports no notes at the end: assess and guard in one go, warning at once.
 pub async fn read_guard(settings: &Settings, broker: &Broker, queue: &str) -> Result<Option<i64>> {
-    let risk = assess(settings, broker, queue).await;
+    let risk = assess(settings, broker, queue).await.risk;
     let (guard, notes) = guard_for(risk, queue, settings)?;
     for n in notes {
         warn(settings, &n);
@@ -87,7 +91,7 @@ pub fn guard_for(
         Risk::Unknown(why) => Ok((
             None,
             vec![format!(
-                "could not tell whether \"{shown}\" is a quorum queue ({why}); on RabbitMQ 4.0–4.2 reading a quorum queue counts toward its delivery-limit"
+                "could not tell whether \"{shown}\" is a quorum queue ({why}); on RabbitMQ 4.0–4.2 reading a quorum queue counts toward its delivery-limit, and a read that stops before its end may change its order"
             )],
         )),
         Risk::DeliveryLimit { limit, version } if limit <= 0 => Err(Error::runtime(format!(

@@ -273,16 +273,20 @@ pub async fn wait_for_count(queue: &str, want: u64) -> u64 {
     last
 }
 
+/// The environment a test's dlq must not inherit.
+pub const CLEARED_ENV: [&str; 6] = [
+    "DLQ_URL",
+    "DLQ_CONFIG",
+    "DLQ_OUTPUT",
+    "DLQ_MANAGEMENT_URL",
+    "DLQ_PASSWORD",
+    "NO_COLOR",
+];
+
 /// The `dlq` binary with no DLQ_* or NO_COLOR from the environment, run in the test's temp dir.
 pub fn dlq(scope: &Scope) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_dlq"));
-    for var in [
-        "DLQ_URL",
-        "DLQ_CONFIG",
-        "DLQ_OUTPUT",
-        "DLQ_MANAGEMENT_URL",
-        "NO_COLOR",
-    ] {
+    for var in CLEARED_ENV {
         c.env_remove(var);
     }
     c.current_dir(scope.dir.path());
@@ -397,4 +401,78 @@ pub fn broker_version() -> (u32, u32) {
         .to_string();
     let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Runs a command on a pseudo-terminal (Python's pty module) and types one answer character at
+/// each prompt; with `close_first`, the command's broker connection is closed through the
+/// management API while the first prompt is open.
+const PTY_DRIVER: &str = r#"
+import base64, json, os, pty, select, sys, time, urllib.request
+answers, close_first, cmd = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+os.environ["TERM"] = "xterm"
+def api(method, path):
+    req = urllib.request.Request("http://127.0.0.1:15672/api/" + path, method=method,
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    return urllib.request.urlopen(req, timeout=10).read()
+def close_connections_of(marker):
+    for _ in range(50):
+        conns = json.loads(api("GET", "connections?columns=name,client_properties"))
+        mine = [c["name"] for c in conns
+                if marker in (c.get("client_properties") or {}).get("connection_name", "")]
+        for name in mine:
+            api("DELETE", "connections/" + urllib.request.quote(name, safe=""))
+        if mine:
+            return
+        time.sleep(0.2)
+    raise SystemExit("no connection to close")
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(cmd[0], cmd)
+out, asked, deadline = b"", 0, time.time() + 90
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if r:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    if out.count(b"Remove this message") > asked and asked < len(answers):
+        if close_first and asked == 0:
+            close_connections_of(os.environ["MARKER"])
+            time.sleep(1.5)
+        time.sleep(0.2)
+        os.write(fd, answers[asked].encode())
+        asked += 1
+else:
+    os.kill(pid, 9)
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+pub fn on_terminal(
+    scope: &Scope,
+    answers: &str,
+    close_first: bool,
+    args: &[&str],
+) -> (i32, String) {
+    let driver = scope.path("pty_driver.py");
+    std::fs::write(&driver, PTY_DRIVER).unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&driver)
+        .arg(answers)
+        .arg(if close_first { "1" } else { "0" })
+        .arg(env!("CARGO_BIN_EXE_dlq"))
+        .args(args)
+        .env("MARKER", &scope.prefix)
+        .current_dir(scope.dir.path());
+    for var in CLEARED_ENV {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), text)
 }
