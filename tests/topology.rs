@@ -380,7 +380,7 @@ async fn a_topology_declared_by_sneakers_passes_verify_with_sneakers_naming() {
 }
 
 #[test]
-fn quorum_services_get_quorum_queues() {
+fn quorum_services_get_quorum_queues_with_no_delivery_limit_on_4_x_and_none_declared_on_3_x() {
     let scope = Scope::new("quorum");
     let s = scope.name("orders");
     let cfg = scope.config(&format!(
@@ -390,8 +390,18 @@ fn quorum_services_get_quorum_queues() {
         .args(["-c", cfg.to_str().unwrap(), "topology", "apply"])
         .assert()
         .code(0);
+    let from_4 = broker_version() >= (4, 0);
     for q in [s.clone(), format!("{s}.retry"), format!("{s}.error")] {
-        assert_eq!(api_queue(&q).unwrap()["type"], "quorum", "{q}");
+        let info = api_queue(&q).unwrap();
+        assert_eq!(info["type"], "quorum", "{q}");
+        // 4.x: -1 is "no limit" (the default of 20 would let the retry loop drop a message);
+        // 3.x: a negative limit drops every message, and there is no default to override.
+        let limit = &info["arguments"]["x-delivery-limit"];
+        if from_4 {
+            assert_eq!(limit, &serde_json::json!(-1), "{q}");
+        } else {
+            assert!(limit.is_null(), "{q}: {limit}");
+        }
     }
     dlq(&scope)
         .args(["-c", cfg.to_str().unwrap(), "topology", "verify"])

@@ -4,6 +4,7 @@ use crate::broker::amqp::Reply;
 use crate::broker::management::Management;
 use crate::broker::Broker;
 use crate::cli::ServiceFilter;
+use crate::config::{QueueType, Service};
 use crate::error::{Error, Result};
 use crate::output::Report;
 use crate::settings::Settings;
@@ -11,10 +12,12 @@ use crate::topology::diff::{
     binding_name, diff_binding, diff_exchange, diff_queue, parse_inequivalent, ObservedExchange,
     ObservedQueue,
 };
-use crate::topology::{derive, Finding, FindingStatus, Topology};
+use crate::topology::{derive, Finding, FindingStatus, Generation, Topology};
+use std::time::Duration;
 
 pub struct PlanReport {
     pub topology: Topology,
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +35,7 @@ pub struct TopologyReport {
     pub source: String,
 }
 
-fn selected(a: &ServiceFilter, settings: &Settings) -> Result<Topology> {
+fn selected<'a>(a: &ServiceFilter, settings: &'a Settings) -> Result<Vec<&'a Service>> {
     let config = settings.require_config()?;
     let services = config.select(&a.services)?;
     if services.is_empty() {
@@ -41,12 +44,63 @@ fn selected(a: &ServiceFilter, settings: &Settings) -> Result<Topology> {
             config.path.display()
         )));
     }
-    Ok(derive(services))
+    Ok(services)
+}
+
+fn any_quorum(services: &[&Service]) -> bool {
+    services.iter().any(|s| s.queue_type == QueueType::Quorum)
+}
+
+/// What a derived topology assumed when the broker's version could not be read.
+fn assumed_4x(why: &str) -> String {
+    format!("could not read the broker's version ({why}); quorum queues were checked as RabbitMQ 4.x declares them (x-delivery-limit -1)")
+}
+
+/// How long apply and verify wait for the management API's version.
+const VERSION_WAIT: Duration = Duration::from_secs(5);
+
+/// The broker's generation from the management API's /api/overview, or why it is not known.
+async fn generation(settings: &Settings) -> std::result::Result<Generation, String> {
+    let url = crate::broker::parse_amqp_url(&settings.urls[0]).map_err(|e| e.to_string())?;
+    let api = Management::new(settings.management_url.as_deref(), &url);
+    let base = api.base_url();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A plain thread: when the API does not answer, dlq goes on without waiting for it.
+    std::thread::spawn(move || {
+        let _ = tx.send(version_of(&api));
+    });
+    match tokio::time::timeout(VERSION_WAIT, rx).await {
+        Ok(Ok(Ok(version))) => Generation::of_version(&version)
+            .ok_or_else(|| format!("management API at {base} reports version \"{version}\"")),
+        Ok(Ok(Err(why))) => Err(format!("management API at {base} not usable: {why}")),
+        Ok(Err(_)) => Err("internal error: the version check stopped".into()),
+        Err(_) => Err(format!(
+            "management API at {base}: no answer within {} s",
+            VERSION_WAIT.as_secs()
+        )),
+    }
+}
+
+fn version_of(api: &Management) -> std::result::Result<String, String> {
+    let overview = api.overview().map_err(|e| e.to_string())?;
+    overview
+        .as_ref()
+        .and_then(|o| o.get("rabbitmq_version"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| "no rabbitmq_version in /api/overview".into())
 }
 
 pub fn plan(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
+    let services = selected(a, settings)?;
+    let notes = if any_quorum(&services) {
+        vec!["quorum queues are shown as declared on RabbitMQ 4.x (x-delivery-limit -1: no limit); on 3.x, where a negative limit drops every message, `apply` leaves x-delivery-limit out".into()]
+    } else {
+        Vec::new()
+    };
     Ok(Box::new(PlanReport {
-        topology: selected(a, settings)?,
+        topology: derive(services, Generation::From4),
+        notes,
     }))
 }
 
@@ -60,7 +114,19 @@ fn conflict(entity: &'static str, name: &str, service: &str, reason: String) -> 
 
 /// Declares everything; a conflict on one entity does not stop the others.
 pub async fn apply(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
-    let topology = selected(a, settings)?;
+    let services = selected(a, settings)?;
+    // Quorum queues' arguments depend on the broker's version; a wrong guess could make every
+    // message be dropped (3.x) or let the retry loop drop some (4.x), so none is made.
+    let generation = if any_quorum(&services) {
+        generation(settings).await.map_err(|why| {
+            Error::runtime(format!(
+                "cannot tell the broker's version ({why}), which decides the quorum queues' x-delivery-limit; nothing was declared (give --management-url)"
+            ))
+        })?
+    } else {
+        Generation::From4
+    };
+    let topology = derive(services, generation);
     let broker = Broker::connect(&settings.urls, "topology apply").await?;
     let mut findings = Vec::new();
     for x in &topology.exchanges {
@@ -117,7 +183,17 @@ pub async fn apply(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Rep
 
 /// Compares without changing anything: management API first, AMQP probes as the fallback.
 pub async fn verify(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
-    let topology = selected(a, settings)?;
+    let services = selected(a, settings)?;
+    let mut notes = Vec::new();
+    let generation = if any_quorum(&services) {
+        generation(settings).await.unwrap_or_else(|why| {
+            notes.push(assumed_4x(&why));
+            Generation::From4
+        })
+    } else {
+        Generation::From4
+    };
+    let topology = derive(services, generation);
     let url = crate::broker::parse_amqp_url(&settings.urls[0])?;
     let api = Management::new(settings.management_url.as_deref(), &url);
     let (api, probe) = tokio::task::spawn_blocking(move || {
@@ -135,15 +211,15 @@ pub async fn verify(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Re
             Ok(Box::new(TopologyReport {
                 action: Action::Verify,
                 findings,
-                notes: vec![],
+                notes,
                 source,
             }))
         }
         Err(why) => {
-            let note = format!(
+            notes.push(format!(
                 "management API at {} not usable ({why}); checked queues and exchanges over AMQP, bindings unchecked",
                 api.base_url()
-            );
+            ));
             let broker = Broker::connect(&settings.urls, "topology verify").await?;
             let findings = verify_amqp(&topology, &broker).await?;
             let source = format!("AMQP at {}", broker.url.redacted());
@@ -151,7 +227,7 @@ pub async fn verify(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Re
             Ok(Box::new(TopologyReport {
                 action: Action::Verify,
                 findings,
-                notes: vec![note],
+                notes,
                 source,
             }))
         }

@@ -9,6 +9,10 @@ use crate::error::Outcome;
 use crate::topology::FindingStatus;
 
 impl Report for PlanReport {
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
     fn to_json(&self) -> Value {
         serde_json::to_value(&self.topology).unwrap_or(Value::Null)
     }

@@ -60,16 +60,47 @@ fn s(v: &str) -> ArgValue {
     ArgValue::Str(v.to_string())
 }
 
+/// The RabbitMQ generation a topology is declared on: quorum queues need different arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// 3.x: no default delivery-limit, and a negative `x-delivery-limit` drops every message at
+    /// its first return (measured on 3.10.8), so none is declared.
+    Before4,
+    /// 4.0 and later: quorum queues default to a delivery-limit of 20; a message past it is
+    /// dead-lettered with reason `delivery_limit`, and since the S → S.retry → S cycle then holds
+    /// no `rejected` death, the broker drops it (rabbit_dead_letter: detect_cycles). So quorum
+    /// queues get `x-delivery-limit: -1`, which 4.x reads as no limit (rabbit_fifo.erl).
+    From4,
+}
+
+impl Generation {
+    /// From the version string the management API reports ("4.0.5"); None when it does not parse.
+    pub fn of_version(version: &str) -> Option<Generation> {
+        let major: u32 = version.trim().split('.').next()?.parse().ok()?;
+        Some(if major >= 4 {
+            Generation::From4
+        } else {
+            Generation::Before4
+        })
+    }
+}
+
+/// The `x-delivery-limit` that means "no limit" on RabbitMQ 4.x.
+pub const NO_DELIVERY_LIMIT: i64 = -1;
+
 /// Everything the given services need, exchanges first (bindings depend on them), no duplicates.
-pub fn derive<'a>(services: impl IntoIterator<Item = &'a Service>) -> Topology {
+pub fn derive<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    generation: Generation,
+) -> Topology {
     let mut t = Topology::default();
     for svc in services {
-        add_service(&mut t, svc);
+        add_service(&mut t, svc, generation);
     }
     t
 }
 
-fn add_service(t: &mut Topology, svc: &Service) {
+fn add_service(t: &mut Topology, svc: &Service, generation: Generation) {
     let ttl = ArgValue::Int(svc.retry_delay.as_millis() as i64);
     let work = svc.work_queue();
     let retry = svc.retry_queue();
@@ -79,6 +110,9 @@ fn add_service(t: &mut Topology, svc: &Service) {
             args.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         if svc.queue_type == QueueType::Quorum {
             arguments.insert("x-queue-type".into(), s("quorum"));
+            if generation == Generation::From4 {
+                arguments.insert("x-delivery-limit".into(), ArgValue::Int(NO_DELIVERY_LIMIT));
+            }
         }
         QueueSpec {
             name: name.to_string(),
@@ -189,7 +223,7 @@ mod tests {
 
     #[test]
     fn dotted_classic_has_the_three_contract_queues() {
-        let t = derive([&svc("billing")]);
+        let t = derive([&svc("billing")], Generation::From4);
         assert!(t.exchanges.is_empty() && t.bindings.is_empty());
         let names: Vec<&str> = t.queues.iter().map(|q| q.name.as_str()).collect();
         assert_eq!(names, ["billing", "billing.retry", "billing.error"]);
@@ -214,7 +248,7 @@ mod tests {
 
     #[test]
     fn ttl_is_an_integer_argument() {
-        let t = derive([&svc("a")]);
+        let t = derive([&svc("a")], Generation::From4);
         assert_eq!(t.queues[1].arguments["x-message-ttl"], ArgValue::Int(1500));
     }
 
@@ -222,15 +256,47 @@ mod tests {
     fn quorum_sets_queue_type_on_all_three() {
         let mut s = svc("billing");
         s.queue_type = QueueType::Quorum;
-        let t = derive([&s]);
+        let t = derive([&s], Generation::From4);
         for q in &t.queues {
             assert_eq!(q.arguments["x-queue-type"], ArgValue::Str("quorum".into()));
         }
     }
 
     #[test]
+    fn quorum_queues_on_4_x_have_no_delivery_limit_and_on_3_x_no_argument_for_it() {
+        let mut s = svc("billing");
+        s.queue_type = QueueType::Quorum;
+        for q in &derive([&s], Generation::From4).queues {
+            assert_eq!(
+                q.arguments["x-delivery-limit"],
+                ArgValue::Int(-1),
+                "{}",
+                q.name
+            );
+        }
+        for q in &derive([&s], Generation::Before4).queues {
+            assert!(!q.arguments.contains_key("x-delivery-limit"), "{}", q.name);
+        }
+        for q in &derive([&svc("c")], Generation::From4).queues {
+            assert!(
+                !q.arguments.contains_key("x-delivery-limit"),
+                "classic {}",
+                q.name
+            );
+        }
+    }
+
+    #[test]
+    fn generations_come_from_the_major_version() {
+        assert_eq!(Generation::of_version("3.10.8"), Some(Generation::Before4));
+        assert_eq!(Generation::of_version("4.0.5"), Some(Generation::From4));
+        assert_eq!(Generation::of_version("4.3.6"), Some(Generation::From4));
+        assert_eq!(Generation::of_version("x"), None);
+    }
+
+    #[test]
     fn classic_sets_no_queue_type() {
-        let t = derive([&svc("billing")]);
+        let t = derive([&svc("billing")], Generation::From4);
         assert!(t
             .queues
             .iter()
@@ -241,7 +307,7 @@ mod tests {
     fn sneakers_reproduces_the_maxretry_layout() {
         let mut s = svc("mailer");
         s.naming = Naming::Sneakers;
-        let t = derive([&s]);
+        let t = derive([&s], Generation::From4);
         let xs: Vec<(&str, Option<&str>)> = t
             .exchanges
             .iter()
@@ -311,7 +377,7 @@ mod tests {
             kind: None,
             routing_key: "sms.#".into(),
         }];
-        let t = derive([&a, &b]);
+        let t = derive([&a, &b], Generation::From4);
         assert_eq!(t.exchanges.len(), 2);
         assert_eq!(t.exchanges[0].kind.as_deref(), Some("topic"));
         assert_eq!(t.exchanges[1].kind, None);

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::derive::{ArgValue, BindingSpec, ExchangeSpec, QueueSpec};
+use super::derive::{ArgValue, BindingSpec, ExchangeSpec, QueueSpec, NO_DELIVERY_LIMIT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +92,10 @@ impl Finding {
             })
             .collect::<Vec<_>>()
             .join("; ")
+            + &match self.detail.as_str() {
+                CAN_DROP => format!(" ({CAN_DROP})"),
+                _ => String::new(),
+            }
     }
 }
 
@@ -118,6 +122,9 @@ pub struct ObservedQueue {
     pub durable: bool,
     pub queue_type: Option<String>,
     pub arguments: serde_json::Map<String, Value>,
+    /// `delivery-limit` of the policy in effect: it stands in for a missing `x-delivery-limit`
+    /// (the fix for a quorum queue declared before its topology asked for one).
+    pub policy_delivery_limit: Option<Value>,
 }
 
 impl ObservedQueue {
@@ -130,6 +137,9 @@ impl ObservedQueue {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
+            policy_delivery_limit: v
+                .pointer("/effective_policy_definition/delivery-limit")
+                .cloned(),
         }
     }
 }
@@ -188,6 +198,14 @@ pub fn diff_queue(spec: &QueueSpec, observed: Option<&ObservedQueue>) -> Finding
     {
         observed_args.remove("x-queue-type");
     }
+    if let (None, Some(limit)) = (
+        observed_args.get("x-delivery-limit"),
+        &o.policy_delivery_limit,
+    ) {
+        if spec.arguments.contains_key("x-delivery-limit") {
+            observed_args.insert("x-delivery-limit".into(), limit.clone());
+        }
+    }
     for (key, wanted) in &spec.arguments {
         match observed_args.get(key) {
             Some(v) if arg_equals(wanted, v) => {}
@@ -226,11 +244,20 @@ pub fn diff_queue(spec: &QueueSpec, observed: Option<&ObservedQueue>) -> Finding
         }
     }
     if diffs.is_empty() {
-        base(FindingStatus::Ok)
+        return base(FindingStatus::Ok);
+    }
+    let can_drop = diffs.iter().any(|d| d.argument == "x-delivery-limit")
+        && spec.arguments.get("x-delivery-limit") == Some(&ArgValue::Int(NO_DELIVERY_LIMIT));
+    let finding = base(FindingStatus::Different).with_differences(diffs);
+    if can_drop {
+        finding.with_detail(CAN_DROP)
     } else {
-        base(FindingStatus::Different).with_differences(diffs)
+        finding
     }
 }
+
+/// Why a quorum queue on RabbitMQ 4.x without `x-delivery-limit: -1` is a problem, and the fix.
+pub const CAN_DROP: &str = "with a delivery-limit, RabbitMQ 4.x dead-letters a message that keeps failing delivery to the retry queue, and drops it when it cycles back; set a policy with delivery-limit -1 on this queue, or re-create it with `dlq topology apply`";
 
 pub fn diff_exchange(spec: &ExchangeSpec, observed: Option<&ObservedExchange>) -> Finding {
     let base = |status| Finding::new("exchange", &spec.name, &spec.service, status);
@@ -304,7 +331,7 @@ mod tests {
     fn retry_spec() -> QueueSpec {
         let mut s = Service::with_defaults("billing");
         s.retry_delay = std::time::Duration::from_secs(10);
-        derive([&s]).queues[1].clone()
+        derive([&s], crate::topology::derive::Generation::From4).queues[1].clone()
     }
 
     fn observed(args: Value) -> ObservedQueue {
@@ -379,11 +406,28 @@ mod tests {
     fn classic_queue_where_quorum_is_wanted_differs() {
         let mut s = Service::with_defaults("billing");
         s.queue_type = QueueType::Quorum;
-        let spec = derive([&s]).queues[2].clone();
+        let spec = derive([&s], crate::topology::derive::Generation::Before4).queues[2].clone();
         let o = observed(json!({}));
         let f = diff_queue(&spec, Some(&o));
         assert_eq!(f.status, FindingStatus::Different);
         assert_eq!(f.differences[0].argument, "x-queue-type");
+    }
+
+    #[test]
+    fn a_4_x_quorum_queue_without_the_limit_can_drop_and_a_policy_lifting_it_is_ok() {
+        let mut s = Service::with_defaults("billing");
+        s.queue_type = QueueType::Quorum;
+        let spec = derive([&s], crate::topology::derive::Generation::From4).queues[2].clone();
+        let mut o = observed(json!({"x-queue-type": "quorum"}));
+        o.queue_type = Some("quorum".into());
+        let f = diff_queue(&spec, Some(&o));
+        assert_eq!(f.status, FindingStatus::Different);
+        assert_eq!(f.differences[0].argument, "x-delivery-limit");
+        assert!(f.describe().contains("drops it"), "{}", f.describe());
+        o.policy_delivery_limit = Some(json!(-1));
+        assert_eq!(diff_queue(&spec, Some(&o)).status, FindingStatus::Ok);
+        o.policy_delivery_limit = Some(json!(20));
+        assert_eq!(diff_queue(&spec, Some(&o)).status, FindingStatus::Different);
     }
 
     #[test]

@@ -3,5 +3,5 @@
 pub mod derive;
 pub mod diff;
 
-pub use derive::{derive, ArgValue, BindingSpec, ExchangeSpec, QueueSpec, Topology};
+pub use derive::{derive, ArgValue, BindingSpec, ExchangeSpec, Generation, QueueSpec, Topology};
 pub use diff::{Finding, FindingStatus};
