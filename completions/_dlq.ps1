@@ -21,7 +21,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
 
     $completions = @(switch ($command) {
         'dlq' {
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -51,7 +51,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
             break
         }
         'dlq;topology' {
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -76,7 +76,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         }
         'dlq;topology;plan' {
             [CompletionResult]::new('--service', '--service', [CompletionResultType]::ParameterName, 'Only this service (repeatable); default: every service in the config')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -97,7 +97,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         }
         'dlq;topology;apply' {
             [CompletionResult]::new('--service', '--service', [CompletionResultType]::ParameterName, 'Only this service (repeatable); default: every service in the config')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -118,7 +118,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         }
         'dlq;topology;verify' {
             [CompletionResult]::new('--service', '--service', [CompletionResultType]::ParameterName, 'Only this service (repeatable); default: every service in the config')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -157,7 +157,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
             break
         }
         'dlq;stats' {
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -179,9 +179,9 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         'dlq;list' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Read this queue instead of a service''s error queue (needs no config file)')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Look at the first N messages only [default: every message]; with --filter, fewer may be shown')
-            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Show only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"''')
-            [CompletionResult]::new('--group-by', '--group-by', [CompletionResultType]::ParameterName, 'Count messages per distinct value of this jq expression instead, e.g. .failure.message')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Show only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"'' (@FILE reads the expression from FILE)')
+            [CompletionResult]::new('--group-by', '--group-by', [CompletionResultType]::ParameterName, 'Count messages per distinct value of this jq expression instead, e.g. .failure.message (@FILE reads it from FILE)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -204,7 +204,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Read this queue instead of a service''s error queue (needs no config file)')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'How many messages to show from the head of the queue')
             [CompletionResult]::new('--save', '--save', [CompletionResultType]::ParameterName, 'Append each removed message to FILE (JSONL, fsynced) before removing it')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -227,11 +227,11 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         'dlq;replay' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Read this queue instead of a service''s error queue (needs no config file)')
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Send copies to this queue [default: the service''s work queue, else each message''s origin]')
-            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Replay only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"''')
-            [CompletionResult]::new('--transform', '--transform', [CompletionResultType]::ParameterName, 'Repair each matching message with this jq expression before it is published, e.g. ''.body.amount |= tonumber'' or ''.routing_key = "billing.v2"'' (its output is read as an import record; fields it leaves alone are published unchanged)')
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Replay only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"'' (@FILE reads the expression from FILE)')
+            [CompletionResult]::new('--transform', '--transform', [CompletionResultType]::ParameterName, 'Repair each matching message with this jq expression before it is published, e.g. ''.body.amount |= tonumber'' or ''.routing_key = "billing.v2"'' (its output is read as an import record; fields it leaves alone are published unchanged; @FILE reads it from FILE)')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Replay at most N matching messages (with --filter, the first N that match)')
             [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'At most N messages per second')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -254,9 +254,9 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         'dlq;export' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Read this queue instead of a service''s error queue (needs no config file)')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'JSONL file to append to (created when missing, never truncated)')
-            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Export only messages for which this jq expression is true')
+            [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Export only messages for which this jq expression is true (@FILE reads it from FILE)')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Look at the first N messages only')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -279,7 +279,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         'dlq;import' {
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'JSONL file written by `dlq export`, `dlq list -o jsonl` or `dlq peek --save`')
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Queue to publish to (through the default exchange)')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -300,7 +300,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
         }
         'dlq;purge' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Read this queue instead of a service''s error queue (needs no config file)')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -320,7 +320,7 @@ Register-ArgumentCompleter -Native -CommandName 'dlq' -ScriptBlock {
             break
         }
         'dlq;completions' {
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: ./dlq.toml]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')

@@ -18,7 +18,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
     }
     var completions = [
         &'dlq'= {
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -47,7 +47,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dlq;topology'= {
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -71,7 +71,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
         }
         &'dlq;topology;plan'= {
             cand --service 'Only this service (repeatable); default: every service in the config'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -91,7 +91,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
         }
         &'dlq;topology;apply'= {
             cand --service 'Only this service (repeatable); default: every service in the config'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -111,7 +111,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
         }
         &'dlq;topology;verify'= {
             cand --service 'Only this service (repeatable); default: every service in the config'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -144,7 +144,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
         &'dlq;topology;help;help'= {
         }
         &'dlq;stats'= {
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -165,9 +165,9 @@ set edit:completion:arg-completer[dlq] = {|@words|
         &'dlq;list'= {
             cand --queue 'Read this queue instead of a service''s error queue (needs no config file)'
             cand --limit 'Look at the first N messages only [default: every message]; with --filter, fewer may be shown'
-            cand --filter 'Show only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"'''
-            cand --group-by 'Count messages per distinct value of this jq expression instead, e.g. .failure.message'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --filter 'Show only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"'' (@FILE reads the expression from FILE)'
+            cand --group-by 'Count messages per distinct value of this jq expression instead, e.g. .failure.message (@FILE reads it from FILE)'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -189,7 +189,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
             cand --queue 'Read this queue instead of a service''s error queue (needs no config file)'
             cand --count 'How many messages to show from the head of the queue'
             cand --save 'Append each removed message to FILE (JSONL, fsynced) before removing it'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -211,11 +211,11 @@ set edit:completion:arg-completer[dlq] = {|@words|
         &'dlq;replay'= {
             cand --queue 'Read this queue instead of a service''s error queue (needs no config file)'
             cand --to 'Send copies to this queue [default: the service''s work queue, else each message''s origin]'
-            cand --filter 'Replay only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"'''
-            cand --transform 'Repair each matching message with this jq expression before it is published, e.g. ''.body.amount |= tonumber'' or ''.routing_key = "billing.v2"'' (its output is read as an import record; fields it leaves alone are published unchanged)'
+            cand --filter 'Replay only messages for which this jq expression is true, e.g. ''.body.tenant == "acme"'' (@FILE reads the expression from FILE)'
+            cand --transform 'Repair each matching message with this jq expression before it is published, e.g. ''.body.amount |= tonumber'' or ''.routing_key = "billing.v2"'' (its output is read as an import record; fields it leaves alone are published unchanged; @FILE reads it from FILE)'
             cand --limit 'Replay at most N matching messages (with --filter, the first N that match)'
             cand --rate 'At most N messages per second'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -237,9 +237,9 @@ set edit:completion:arg-completer[dlq] = {|@words|
         &'dlq;export'= {
             cand --queue 'Read this queue instead of a service''s error queue (needs no config file)'
             cand --file 'JSONL file to append to (created when missing, never truncated)'
-            cand --filter 'Export only messages for which this jq expression is true'
+            cand --filter 'Export only messages for which this jq expression is true (@FILE reads it from FILE)'
             cand --limit 'Look at the first N messages only'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -261,7 +261,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
         &'dlq;import'= {
             cand --file 'JSONL file written by `dlq export`, `dlq list -o jsonl` or `dlq peek --save`'
             cand --to 'Queue to publish to (through the default exchange)'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -281,7 +281,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
         }
         &'dlq;purge'= {
             cand --queue 'Read this queue instead of a service''s error queue (needs no config file)'
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'
@@ -300,7 +300,7 @@ set edit:completion:arg-completer[dlq] = {|@words|
             cand --version 'Print version'
         }
         &'dlq;completions'= {
-            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]'
+            cand --url 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]'
             cand -c 'Config file [default: ./dlq.toml]'
             cand --config 'Config file [default: ./dlq.toml]'
             cand -o 'Output format'

@@ -24,7 +24,7 @@ function __fish_dlq_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c dlq -n "__fish_dlq_needs_command" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_needs_command" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_needs_command" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -46,7 +46,7 @@ complete -c dlq -n "__fish_dlq_needs_command" -f -a "import" -d 'Publish the JSO
 complete -c dlq -n "__fish_dlq_needs_command" -f -a "purge" -d 'Remove every message of a queue; asks first; prints how many'
 complete -c dlq -n "__fish_dlq_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c dlq -n "__fish_dlq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -63,7 +63,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_su
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -f -a "verify" -d 'Compare the broker with the config without changing anything; drift exits 3'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l service -d 'Only this service (repeatable); default: every service in the config' -r
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -76,7 +76,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcom
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l service -d 'Only this service (repeatable); default: every service in the config' -r
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -89,7 +89,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcom
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l service -d 'Only this service (repeatable); default: every service in the config' -r
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -105,7 +105,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcom
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Declare the topology; idempotent; never deletes or purges; conflicts exit 3'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Compare the broker with the config without changing anything; drift exits 3'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c dlq -n "__fish_dlq_using_subcommand stats" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -119,9 +119,9 @@ complete -c dlq -n "__fish_dlq_using_subcommand stats" -s h -l help -d 'Print he
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand list" -l queue -d 'Read this queue instead of a service\'s error queue (needs no config file)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand list" -l limit -d 'Look at the first N messages only [default: every message]; with --filter, fewer may be shown' -r
-complete -c dlq -n "__fish_dlq_using_subcommand list" -l filter -d 'Show only messages for which this jq expression is true, e.g. \'.body.tenant == "acme"\'' -r
-complete -c dlq -n "__fish_dlq_using_subcommand list" -l group-by -d 'Count messages per distinct value of this jq expression instead, e.g. .failure.message' -r
-complete -c dlq -n "__fish_dlq_using_subcommand list" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand list" -l filter -d 'Show only messages for which this jq expression is true, e.g. \'.body.tenant == "acme"\' (@FILE reads the expression from FILE)' -r
+complete -c dlq -n "__fish_dlq_using_subcommand list" -l group-by -d 'Count messages per distinct value of this jq expression instead, e.g. .failure.message (@FILE reads it from FILE)' -r
+complete -c dlq -n "__fish_dlq_using_subcommand list" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -136,7 +136,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand list" -s V -l version -d 'Print 
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -l queue -d 'Read this queue instead of a service\'s error queue (needs no config file)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -l count -d 'How many messages to show from the head of the queue' -r
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -l save -d 'Append each removed message to FILE (JSONL, fsynced) before removing it' -r -F
-complete -c dlq -n "__fish_dlq_using_subcommand peek" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand peek" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -151,11 +151,11 @@ complete -c dlq -n "__fish_dlq_using_subcommand peek" -s h -l help -d 'Print hel
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l queue -d 'Read this queue instead of a service\'s error queue (needs no config file)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l to -d 'Send copies to this queue [default: the service\'s work queue, else each message\'s origin]' -r
-complete -c dlq -n "__fish_dlq_using_subcommand replay" -l filter -d 'Replay only messages for which this jq expression is true, e.g. \'.body.tenant == "acme"\'' -r
-complete -c dlq -n "__fish_dlq_using_subcommand replay" -l transform -d 'Repair each matching message with this jq expression before it is published, e.g. \'.body.amount |= tonumber\' or \'.routing_key = "billing.v2"\' (its output is read as an import record; fields it leaves alone are published unchanged)' -r
+complete -c dlq -n "__fish_dlq_using_subcommand replay" -l filter -d 'Replay only messages for which this jq expression is true, e.g. \'.body.tenant == "acme"\' (@FILE reads the expression from FILE)' -r
+complete -c dlq -n "__fish_dlq_using_subcommand replay" -l transform -d 'Repair each matching message with this jq expression before it is published, e.g. \'.body.amount |= tonumber\' or \'.routing_key = "billing.v2"\' (its output is read as an import record; fields it leaves alone are published unchanged; @FILE reads it from FILE)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l limit -d 'Replay at most N matching messages (with --filter, the first N that match)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l rate -d 'At most N messages per second' -r
-complete -c dlq -n "__fish_dlq_using_subcommand replay" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand replay" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -170,9 +170,9 @@ complete -c dlq -n "__fish_dlq_using_subcommand replay" -s h -l help -d 'Print h
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand export" -l queue -d 'Read this queue instead of a service\'s error queue (needs no config file)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand export" -l file -d 'JSONL file to append to (created when missing, never truncated)' -r -F
-complete -c dlq -n "__fish_dlq_using_subcommand export" -l filter -d 'Export only messages for which this jq expression is true' -r
+complete -c dlq -n "__fish_dlq_using_subcommand export" -l filter -d 'Export only messages for which this jq expression is true (@FILE reads it from FILE)' -r
 complete -c dlq -n "__fish_dlq_using_subcommand export" -l limit -d 'Look at the first N messages only' -r
-complete -c dlq -n "__fish_dlq_using_subcommand export" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand export" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand export" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand export" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -187,7 +187,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand export" -s h -l help -d 'Print h
 complete -c dlq -n "__fish_dlq_using_subcommand export" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand import" -l file -d 'JSONL file written by `dlq export`, `dlq list -o jsonl` or `dlq peek --save`' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand import" -l to -d 'Queue to publish to (through the default exchange)' -r
-complete -c dlq -n "__fish_dlq_using_subcommand import" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand import" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -200,7 +200,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand import" -l no-color -d 'Never us
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s V -l version -d 'Print version'
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -l queue -d 'Read this queue instead of a service\'s error queue (needs no config file)' -r
-complete -c dlq -n "__fish_dlq_using_subcommand purge" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand purge" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
@@ -212,7 +212,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand purge" -s v -l verbose -d 'Show 
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -l no-color -d 'Never use colour (also: env NO_COLOR); colour is only ever used on a terminal'
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s V -l version -d 'Print version'
-complete -c dlq -n "__fish_dlq_using_subcommand completions" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -l url -d 'Broker URL; several comma-separated URLs are tried in order [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand completions" -s c -l config -d 'Config file [default: ./dlq.toml]' -r -F
 complete -c dlq -n "__fish_dlq_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'

@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Broker URL; several comma-separated URLs are tried in order
-    /// [default: config [broker] url, else amqp://guest:guest@127.0.0.1:5672/%2f]
+    /// [default: config [broker] url, else amqp://guest:***@127.0.0.1:5672/%2f; a URL with a user and no password takes DLQ_PASSWORD, else config [broker] password_file]
     #[arg(
         long,
         global = true,
@@ -191,10 +191,12 @@ pub struct ListArgs {
     pub limit: Option<u64>,
 
     /// Show only messages for which this jq expression is true, e.g. '.body.tenant == "acme"'
+    /// (@FILE reads the expression from FILE)
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 
     /// Count messages per distinct value of this jq expression instead, e.g. .failure.message
+    /// (@FILE reads it from FILE)
     #[arg(long, value_name = "EXPR")]
     pub group_by: Option<String>,
 }
@@ -227,12 +229,13 @@ pub struct ReplayArgs {
     pub to: Option<String>,
 
     /// Replay only messages for which this jq expression is true, e.g. '.body.tenant == "acme"'
+    /// (@FILE reads the expression from FILE)
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 
     /// Repair each matching message with this jq expression before it is published, e.g.
     /// '.body.amount |= tonumber' or '.routing_key = "billing.v2"' (its output is read as an
-    /// import record; fields it leaves alone are published unchanged)
+    /// import record; fields it leaves alone are published unchanged; @FILE reads it from FILE)
     #[arg(long, value_name = "EXPR")]
     pub transform: Option<String>,
 
@@ -258,7 +261,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "F")]
     pub file: PathBuf,
 
-    /// Export only messages for which this jq expression is true
+    /// Export only messages for which this jq expression is true (@FILE reads it from FILE)
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 

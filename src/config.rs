@@ -82,6 +82,7 @@ impl<'de> Deserialize<'de> for Millis {
 #[serde(deny_unknown_fields)]
 pub struct BrokerSection {
     pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +181,9 @@ impl Service {
 pub struct Config {
     pub path: PathBuf,
     pub broker_url: Option<String>,
+    /// A file holding the broker password, for a URL that names a user and no password; a
+    /// relative path is taken from the config file's directory.
+    pub password_file: Option<PathBuf>,
     pub services: Vec<Service>,
 }
 
@@ -262,6 +266,10 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             broker_url: file.broker.url,
+            password_file: file.broker.password_file.map(|f| match path.parent() {
+                Some(dir) if f.is_relative() => dir.join(f),
+                _ => f,
+            }),
             services,
         })
     }

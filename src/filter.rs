@@ -33,6 +33,9 @@ pub enum FilterError {
         expr: String,
         offset: usize,
     },
+    /// The expression nests deeper, or chains more operators, than dlq evaluates safely.
+    #[error("invalid filter: {message}")]
+    TooBig { message: String },
     /// The expression names a filter, variable, label or module that does not exist.
     #[error("invalid filter: {message}\n{}", caret(.expr, *.offset))]
     Undefined {
@@ -47,13 +50,16 @@ impl FilterError {
     pub fn offset(&self) -> usize {
         match self {
             FilterError::Syntax { offset, .. } | FilterError::Undefined { offset, .. } => *offset,
+            FilterError::TooBig { .. } => 0,
         }
     }
 
     /// What is wrong, without the position lines.
     pub fn message(&self) -> &str {
         match self {
-            FilterError::Syntax { message, .. } | FilterError::Undefined { message, .. } => message,
+            FilterError::Syntax { message, .. }
+            | FilterError::Undefined { message, .. }
+            | FilterError::TooBig { message } => message,
         }
     }
 }
@@ -62,6 +68,7 @@ impl Filter {
     /// Parses and compiles `expr` with jq's core, std and JSON definitions. Everything that
     /// can be known without a message (syntax, undefined names) fails here.
     pub fn compile(expr: &str) -> Result<Filter, FilterError> {
+        check_size(expr)?;
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -242,8 +249,132 @@ fn caret(expr: &str, offset: usize) -> String {
     format!("  {line}\n  {}^", " ".repeat(column))
 }
 
+/// The deepest nesting of `(`, `[`, `{` (and string interpolations) an expression may have.
+pub const MAX_NESTING: usize = 100;
+
+/// The most operators (`|`, `,`, `or`, `and`, arithmetic, comparison, assignment) an expression
+/// may hold: jaq parses and runs a chain of them recursively, so a long one would overflow the
+/// stack (measured: 1,000 `or` terms overflowed 8 MiB in a debug build) instead of failing.
+pub const MAX_OPERATORS: usize = 500;
+
+/// Refuses, before jaq sees it, an expression so deep or long that parsing or running it could
+/// overflow the stack. Strings are skipped (their interpolations count as nesting).
+fn check_size(expr: &str) -> Result<(), FilterError> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut operators = 0usize;
+    // Open brackets, each noting whether it is a string interpolation `\(`.
+    let mut open: Vec<bool> = Vec::new();
+    let mut in_string = false;
+    let mut chars = expr.chars().peekable();
+    let mut word = String::new();
+    let end_word = |word: &mut String, operators: &mut usize| {
+        if word == "or" || word == "and" {
+            *operators += 1;
+        }
+        word.clear();
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                '\\' if chars.peek() == Some(&'(') => {
+                    chars.next();
+                    open.push(true);
+                    in_string = false;
+                    depth += 1;
+                }
+                '\\' => {
+                    chars.next();
+                }
+                '"' => in_string = false,
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        end_word(&mut word, &mut operators);
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => {
+                open.push(false);
+                depth += 1;
+            }
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                if open.pop() == Some(true) {
+                    in_string = true;
+                }
+            }
+            '#' => {
+                // A comment runs to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '|' | ',' | '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' => operators += 1,
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+    }
+    end_word(&mut word, &mut operators);
+    if deepest > MAX_NESTING {
+        return Err(FilterError::TooBig {
+            message: format!("it nests {deepest} levels deep; at most {MAX_NESTING} are allowed"),
+        });
+    }
+    if operators > MAX_OPERATORS {
+        return Err(FilterError::TooBig {
+            message: format!(
+                "it holds {operators} operators; at most {MAX_OPERATORS} are allowed (split the work, or match on a list with `IN(...)` or `any(...)`)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deep_or_long_expressions_are_refused_before_jaq_sees_them() {
+        let deep = format!("{}1{}", "[".repeat(4000), "]".repeat(4000));
+        assert!(matches!(
+            Filter::compile(&deep),
+            Err(FilterError::TooBig { .. })
+        ));
+        let long = vec![".a"; 6000].join(" or ");
+        let Err(e) = Filter::compile(&long) else {
+            panic!("compiled")
+        };
+        assert!(e.to_string().contains("5999 operators"), "{e}");
+        assert_eq!(e.to_string().lines().count(), 1);
+        // At the limits they compile and run, on a thread with dlq's stack size.
+        std::thread::Builder::new()
+            .stack_size(crate::STACK_SIZE)
+            .spawn(|| {
+                let nested = format!("{}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+                assert!(Filter::compile(&nested).is_ok());
+                let chain = vec![".a"; MAX_OPERATORS + 1].join(" or ");
+                let f = Filter::compile(&chain).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(f.matches(&serde_json::json!({"a": false})), Ok(false));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // Strings and comments do not count.
+        let text = format!(
+            "\"{}\" # {}\n| length > 0",
+            "((((".repeat(100),
+            "[[[[".repeat(100)
+        );
+        assert!(Filter::compile(&text).is_ok());
+    }
+
     use super::*;
     use serde_json::json;
 

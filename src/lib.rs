@@ -18,3 +18,9 @@ pub mod topology;
 pub mod transform;
 pub mod ui;
 pub mod util;
+
+/// The stack of every thread that compiles or runs a jq expression (the command's own thread
+/// and the runtime's workers): jaq parses and evaluates recursively, and
+/// `filter::MAX_NESTING`/`MAX_OPERATORS` are set so that the largest expression they allow runs
+/// within it, in a debug build too. Untouched stack pages cost no memory.
+pub const STACK_SIZE: usize = 64 << 20;

@@ -15,7 +15,16 @@ fn main() {
         return;
     }
     let verbose = cli.global.verbose;
-    let result = run(cli);
+    // The command runs on a thread with a stack big enough for the largest jq expression dlq
+    // accepts (see dlq::STACK_SIZE).
+    let result = std::thread::Builder::new()
+        .stack_size(dlq::STACK_SIZE)
+        .spawn(move || run(cli))
+        .map_err(|e| Error::with_cause("cannot start the command's thread", e))
+        .and_then(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(Error::runtime("internal error: the command panicked")))
+        });
     if let Err(e) = &result {
         eprintln!("error: {}", e.message());
         if verbose {
@@ -31,6 +40,7 @@ fn run(cli: Cli) -> Result<Outcome, Error> {
     let settings = Settings::from_env(&cli.global)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_stack_size(dlq::STACK_SIZE)
         .enable_all()
         .build()
         .map_err(|e| Error::with_cause("cannot start the async runtime", e))?;

@@ -30,12 +30,8 @@ pub struct Settings {
 
 impl Settings {
     /// Precedence: flags > env (clap reads both) > config file > built-in defaults.
-    /// `no_color_env` is the value of NO_COLOR (any non-empty value disables colour).
-    pub fn resolve(
-        g: &GlobalArgs,
-        no_color_env: Option<&str>,
-        stdout_is_tty: bool,
-    ) -> Result<Settings> {
+    /// `env` holds NO_COLOR (any non-empty value disables colour) and DLQ_PASSWORD.
+    pub fn resolve(g: &GlobalArgs, env: &Env, stdout_is_tty: bool) -> Result<Settings> {
         let (config_path, explicit) = match &g.config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -50,7 +46,10 @@ impl Settings {
             .clone()
             .or_else(|| config.as_ref().and_then(|c| c.broker_url.clone()))
             .unwrap_or_else(|| DEFAULT_URL.to_string());
-        let urls = parse_url_list(&url_text)?;
+        let urls = parse_url_list(&url_text)?
+            .into_iter()
+            .map(|u| with_password(u, env.password.as_deref(), config.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         if let Some(m) = &g.management_url {
             if !(m.starts_with("http://") || m.starts_with("https://")) {
                 return Err(Error::usage(format!(
@@ -59,7 +58,7 @@ impl Settings {
                 )));
             }
         }
-        let no_color = g.no_color || no_color_env.is_some_and(|v| !v.is_empty());
+        let no_color = g.no_color || env.no_color.as_deref().is_some_and(|v| !v.is_empty());
         Ok(Settings {
             urls,
             config,
@@ -75,8 +74,11 @@ impl Settings {
     }
 
     pub fn from_env(g: &GlobalArgs) -> Result<Settings> {
-        let no_color = std::env::var("NO_COLOR").ok();
-        Settings::resolve(g, no_color.as_deref(), std::io::stdout().is_terminal())
+        let env = Env {
+            no_color: std::env::var("NO_COLOR").ok(),
+            password: std::env::var("DLQ_PASSWORD").ok(),
+        };
+        Settings::resolve(g, &env, std::io::stdout().is_terminal())
     }
 
     /// The config, or a usage error saying a command needs one.
@@ -88,6 +90,54 @@ impl Settings {
             ))
         })
     }
+}
+
+/// The environment variables settings depend on besides those clap reads.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// NO_COLOR.
+    pub no_color: Option<String>,
+    /// DLQ_PASSWORD: the password for a URL that names a user and no password.
+    pub password: Option<String>,
+}
+
+/// A URL that names a user and no password gets DLQ_PASSWORD, else the config's password_file
+/// (one trailing newline ignored); with neither, that is a usage error, since connecting as
+/// that user without a password cannot work. Other URLs are returned as they are.
+fn with_password(text: String, env: Option<&str>, config: Option<&Config>) -> Result<String> {
+    let Ok(mut url) = url::Url::parse(&text) else {
+        return Ok(text);
+    };
+    if url.username().is_empty() || url.password().is_some() {
+        return Ok(text);
+    }
+    let password = match (env, config.and_then(|c| c.password_file.as_deref())) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(file)) => read_password_file(file)?,
+        (None, None) => {
+            return Err(Error::usage(format!(
+                "the broker URL {} names user \"{}\" but no password; set DLQ_PASSWORD or [broker] password_file",
+                crate::util::redact_url(&text),
+                url.username()
+            )))
+        }
+    };
+    url.set_password(Some(&password))
+        .map_err(|()| Error::usage("the broker URL cannot take a password"))?;
+    Ok(url.to_string())
+}
+
+fn read_password_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read the password file {} ([broker] password_file): {}",
+            path.display(),
+            crate::util::io_reason(&e)
+        ))
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    Ok(text.to_string())
 }
 
 /// Splits and checks a comma-separated URL list before anything connects.
@@ -115,6 +165,13 @@ mod tests {
     use crate::cli::Cli;
     use clap::Parser;
 
+    fn env(no_color: Option<&str>) -> Env {
+        Env {
+            no_color: no_color.map(str::to_string),
+            password: None,
+        }
+    }
+
     fn globals(args: &[&str]) -> GlobalArgs {
         let mut v = vec!["dlq"];
         v.extend_from_slice(args);
@@ -130,49 +187,125 @@ mod tests {
         let p = path.to_str().unwrap();
         let s = Settings::resolve(
             &globals(&["-c", p, "--url", "amqp://from-flag"]),
-            None,
+            &env(None),
             false,
         )
         .unwrap();
         assert_eq!(s.urls, ["amqp://from-flag"]);
-        let s = Settings::resolve(&globals(&["-c", p]), None, false).unwrap();
+        let s = Settings::resolve(&globals(&["-c", p]), &env(None), false).unwrap();
         assert_eq!(s.urls, ["amqp://from-config"]);
     }
 
     #[test]
     fn default_url_without_config() {
-        let s = Settings::resolve(&globals(&["-c", "/nonexistent/dlq.toml"]), None, false);
+        let s = Settings::resolve(
+            &globals(&["-c", "/nonexistent/dlq.toml"]),
+            &env(None),
+            false,
+        );
         assert!(matches!(s, Err(Error::Usage(m)) if m.contains("/nonexistent/dlq.toml")));
     }
 
     #[test]
     fn several_urls_are_tried_in_order() {
-        let s = Settings::resolve(&globals(&["--url", "amqp://a, amqp://b"]), None, false).unwrap();
+        let s = Settings::resolve(
+            &globals(&["--url", "amqp://a, amqp://b"]),
+            &env(None),
+            false,
+        )
+        .unwrap();
         assert_eq!(s.urls, ["amqp://a", "amqp://b"]);
     }
 
     #[test]
     fn a_bad_url_is_a_usage_error() {
-        let e = Settings::resolve(&globals(&["--url", "http://x"]), None, false).unwrap_err();
+        let e = Settings::resolve(&globals(&["--url", "http://x"]), &env(None), false).unwrap_err();
         assert!(matches!(e, Error::Usage(_)), "{e:?}");
     }
 
     #[test]
+    fn a_user_without_a_password_takes_dlq_password_then_the_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3:c/r@t\n").unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            "[broker]\nurl = \"amqp://app@mq:5672/prod\"\npassword_file = \"pw\"\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let from_file = Settings::resolve(&globals(&["-c", c]), &env(None), false).unwrap();
+        let u = crate::broker::parse_amqp_url(&from_file.urls[0]).unwrap();
+        assert_eq!(
+            (u.username.as_str(), u.password.as_str()),
+            ("app", "s3:c/r@t")
+        );
+        let with_env = Env {
+            no_color: None,
+            password: Some("from env".into()),
+        };
+        let from_env = Settings::resolve(&globals(&["-c", c]), &with_env, false).unwrap();
+        let u = crate::broker::parse_amqp_url(&from_env.urls[0]).unwrap();
+        assert_eq!(u.password, "from env");
+        // A password in the URL wins over both.
+        let given = Settings::resolve(
+            &globals(&["-c", c, "--url", "amqp://app:inline@mq"]),
+            &with_env,
+            false,
+        )
+        .unwrap();
+        assert_eq!(given.urls, ["amqp://app:inline@mq"]);
+    }
+
+    #[test]
+    fn a_user_without_any_password_or_an_unreadable_file_is_a_usage_error() {
+        let e = Settings::resolve(&globals(&["--url", "amqp://app@mq"]), &env(None), false)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Usage(m) if m.contains("DLQ_PASSWORD")),
+            "{e:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "[broker]\npassword_file = \"missing\"\n").unwrap();
+        let c = cfg.to_str().unwrap();
+        let e = Settings::resolve(
+            &globals(&["-c", c, "--url", "amqp://app@mq"]),
+            &env(None),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::Usage(m) if m.contains("password file") && m.contains("missing")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn colour_only_on_a_terminal_without_no_color() {
-        assert!(Settings::resolve(&globals(&[]), None, true).unwrap().color);
-        assert!(!Settings::resolve(&globals(&[]), None, false).unwrap().color);
         assert!(
-            !Settings::resolve(&globals(&[]), Some("1"), true)
+            Settings::resolve(&globals(&[]), &env(None), true)
                 .unwrap()
                 .color
         );
         assert!(
-            Settings::resolve(&globals(&[]), Some(""), true)
+            !Settings::resolve(&globals(&[]), &env(None), false)
                 .unwrap()
                 .color
         );
         assert!(
-            !Settings::resolve(&globals(&["--no-color"]), None, true)
+            !Settings::resolve(&globals(&[]), &env(Some("1")), true)
+                .unwrap()
+                .color
+        );
+        assert!(
+            Settings::resolve(&globals(&[]), &env(Some("")), true)
+                .unwrap()
+                .color
+        );
+        assert!(
+            !Settings::resolve(&globals(&["--no-color"]), &env(None), true)
                 .unwrap()
                 .color
         );

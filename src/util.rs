@@ -40,6 +40,22 @@ pub fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// A URL with its password replaced by `***`, safe to show anywhere.
+/// For a URL that did not parse, where user and password cannot be told apart (a password may
+/// hold `/`, `?`, `#` or `@`): everything between `://` and the last `@` becomes `***`.
+pub fn hide_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", &url[at..]),
+            None => url.to_string(),
+        };
+    };
+    let rest = &url[scheme_end + 3..];
+    match rest.rfind('@') {
+        Some(at) => format!("{}://***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
@@ -67,6 +83,17 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unparsed_url_shows_no_userinfo_at_all() {
+        assert_eq!(
+            hide_userinfo("amqp://guest:gu/est@127.0.0.1:5672/%2f"),
+            "amqp://***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(hide_userinfo("amqp://a:b#c@h"), "amqp://***@h");
+        assert_eq!(hide_userinfo("amqp://h:99999"), "amqp://h:99999");
+        assert_eq!(hide_userinfo("u:p@h"), "***@h");
+    }
 
     #[test]
     fn password_is_replaced() {

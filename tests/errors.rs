@@ -181,3 +181,144 @@ fn a_bad_flag_exits_2() {
         .code(2);
     dlq(&scope).args(["-o", "yaml", "stats"]).assert().code(2);
 }
+
+/// Everything a command printed, both streams.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A password kept out of the URL: DLQ_PASSWORD, else `[broker] password_file` (one trailing
+/// newline ignored), for a URL that names a user and no password. A password with `/`, `#`, `?`
+/// and `@` works that way; it never appears in any output, not even with -v, nor in `--help` or
+/// the completion scripts; a URL that does not parse shows no part of its userinfo.
+#[test]
+fn passwords_come_from_dlq_password_or_a_password_file_and_never_show() {
+    let scope = Scope::new("pwsrc");
+    let user = scope.name("user");
+    let password = format!("Pw/{}#?@x", random_suffix());
+    api_put(
+        &format!("users/{}", enc(&user)),
+        serde_json::json!({"password": password, "tags": ""}),
+    );
+    api_put(
+        &format!("permissions/%2F/{}", enc(&user)),
+        serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+    );
+    let url = format!("amqp://{}@127.0.0.1:5672/%2f", enc(&user));
+    let missing = scope.name("missing");
+    let connected = |out: &std::process::Output| {
+        let text = all_output(out);
+        assert!(!text.contains(&password), "{text}");
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("not found"), "connected and looked: {text}");
+    };
+    // DLQ_PASSWORD.
+    let out = dlq(&scope)
+        .env("DLQ_PASSWORD", &password)
+        .args(["--url", &url, "-v", "list", "--queue", &missing])
+        .output()
+        .unwrap();
+    connected(&out);
+    // [broker] password_file, relative to the config file.
+    std::fs::write(scope.path("pw.txt"), format!("{password}\n")).unwrap();
+    let cfg = scope.config(&format!(
+        "[broker]\nurl = \"{url}\"\npassword_file = \"pw.txt\"\n"
+    ));
+    let out = dlq(&scope)
+        .args(["-c", cfg.to_str().unwrap(), "list", "--queue", &missing])
+        .output()
+        .unwrap();
+    connected(&out);
+    // A wrong one is access refused, exit 1.
+    let out = dlq(&scope)
+        .env("DLQ_PASSWORD", format!("{password}-wrong"))
+        .args(["--url", &url, "-v", "list", "--queue", &missing])
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("access refused") && !text.contains(&password),
+        "{text}"
+    );
+    // Neither: a usage error before connecting.
+    let out = dlq(&scope)
+        .args(["--url", &url, "list", "--queue", &missing])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert!(one_line(&out).contains("DLQ_PASSWORD"));
+    // Written raw into a URL, the password breaks it: not a byte of it is shown.
+    let raw = format!("amqp://{}:{password}@127.0.0.1:5672/%2f", enc(&user));
+    let out = dlq(&scope)
+        .args(["--url", &raw, "-v", "list", "--queue", &missing])
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("Pw/") && !text.contains("#?@x"), "{text}");
+    api_delete(&format!("users/{}", enc(&user)));
+    // The default URL's password is not shown by --help or the completion scripts.
+    let help = dlq(&scope).arg("--help").output().unwrap();
+    assert!(all_output(&help).contains("guest:***@"));
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = dlq(&scope).args(["completions", shell]).output().unwrap();
+        let text = all_output(&out);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(!text.contains("guest:guest"), "{shell}");
+    }
+}
+
+/// Expressions that would overflow the stack are usage errors (exit 2, one line) before any
+/// message is touched; `@FILE` reads an expression from a file, for one longer than an argument.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_expressions_are_one_line_usage_errors_and_at_file_reads_one() {
+    let scope = Scope::new("bigexpr");
+    let q = scope.name("q");
+    let conn = connect().await;
+    declare_queue(&conn, &q, lapin::types::FieldTable::default()).await;
+    publish_many(
+        &conn,
+        &q,
+        (0..3).map(|i| {
+            (
+                format!("{{\"n\":{i}}}").into_bytes(),
+                lapin::BasicProperties::default(),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, 3).await, 3);
+    let ors = vec![".a"; 6000].join(" or ");
+    let deep = format!("{}1{}", "[".repeat(4000), "]".repeat(4000));
+    for (flag, expr) in [("--filter", &ors), ("--group-by", &deep)] {
+        let out = dlq(&scope)
+            .args(["list", "--queue", &q, flag, expr])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = one_line(&out);
+        assert!(err.contains(&format!("invalid {flag} expression")), "{err}");
+    }
+    // 200 KiB of expression: more than one argument may hold, read from a file.
+    let long = format!("# {}\n.body.n == 1 or .body.n == 2", "x".repeat(200 << 10));
+    std::fs::write(scope.path("f.jq"), long).unwrap();
+    let out = dlq(&scope)
+        .args(["list", "--queue", &q, "--filter", "@f.jq", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_out(&out).as_array().unwrap().len(), 2);
+    let out = dlq(&scope)
+        .args(["list", "--queue", &q, "--filter", "@missing.jq"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line(&out).contains("missing.jq"));
+    assert_eq!(wait_for_count(&q, 3).await, 3);
+    let _ = conn.close(200, "ok".into()).await;
+}

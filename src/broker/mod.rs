@@ -45,7 +45,12 @@ impl BrokerUrl {
 
 /// Parses an amqp:// or amqps:// URL; anything else is a usage error naming the (redacted) URL.
 pub fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
-    let bad = |why: &str| Error::usage(format!("bad broker URL {}: {why}", redact_url(text)));
+    let bad = |why: &str| {
+        Error::usage(format!(
+            "bad broker URL {}: {why}",
+            crate::util::hide_userinfo(text)
+        ))
+    };
     let parsed = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
     let tls = match parsed.scheme() {
         "amqp" => false,

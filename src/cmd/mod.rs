@@ -36,12 +36,70 @@ pub async fn run(command: Command, settings: &Settings) -> Result<Box<dyn Report
 
 /// Compiles a jq expression given to `flag` (`--filter`, `--group-by`) before anything touches
 /// the broker; a bad one is a usage error with the caret under the offending column.
+///
+/// `@FILE` reads the expression from FILE (for one longer than a command-line argument may be),
+/// except a jq format such as `@base64` when no file of that name exists.
 pub fn compile_filter(expr: &str, flag: &str) -> Result<Filter> {
-    Filter::compile(expr).map_err(|e| {
+    let text = expression_text(expr, flag)?;
+    Filter::compile(&text).map_err(|e| {
         Error::usage(e.to_string().replacen(
             "invalid filter",
             &format!("invalid {flag} expression"),
             1,
         ))
     })
+}
+
+/// jq's format strings, which are expressions of their own.
+const JQ_FORMATS: [&str; 9] = [
+    "text", "json", "html", "uri", "csv", "tsv", "sh", "base64", "base64d",
+];
+
+/// The expression itself, or the contents of FILE for `@FILE`.
+fn expression_text<'a>(expr: &'a str, flag: &str) -> Result<std::borrow::Cow<'a, str>> {
+    let Some(path) = expr.strip_prefix('@') else {
+        return Ok(expr.into());
+    };
+    let path = std::path::Path::new(path);
+    let format_name = JQ_FORMATS
+        .iter()
+        .any(|f| expr[1..].split([' ', '"']).next() == Some(*f));
+    if format_name && !path.exists() {
+        return Ok(expr.into());
+    }
+    std::fs::read_to_string(path).map(Into::into).map_err(|e| {
+        Error::usage(format!(
+            "cannot read the {flag} expression from {}: {}",
+            crate::util::printable(&path.display().to_string()),
+            crate::util::io_reason(&e)
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_file_reads_the_expression_and_a_jq_format_stays_an_expression() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.jq");
+        std::fs::write(&file, "# long one\n.body.n ==\n  3\n").unwrap();
+        let arg = format!("@{}", file.display());
+        assert_eq!(
+            expression_text(&arg, "--filter").unwrap(),
+            "# long one\n.body.n ==\n  3\n"
+        );
+        assert!(compile_filter(&arg, "--filter").is_ok());
+        assert_eq!(expression_text("@base64", "--filter").unwrap(), "@base64");
+        let missing = format!("@{}", dir.path().join("nope.jq").display());
+        let Err(Error::Usage(m)) = expression_text(&missing, "--transform") else {
+            panic!("read a missing file");
+        };
+        assert!(
+            m.starts_with("cannot read the --transform expression from "),
+            "{m}"
+        );
+        assert!(m.contains("nope.jq"), "{m}");
+    }
 }
