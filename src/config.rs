@@ -214,6 +214,15 @@ impl Config {
                     line()
                 )));
             }
+            if let Some(c) = name.chars().find(|c| c.is_control()) {
+                return Err(Error::usage(format!(
+                    "{}{}: service name \"{}\" holds the control character U+{:04X}; queue names must be printable (the broker would strip or keep it, and the queues could never be found by name)",
+                    path.display(),
+                    line(),
+                    crate::util::printable(name),
+                    c as u32
+                )));
+            }
             if name.len() + LONGEST_SUFFIX > 255 {
                 return Err(Error::usage(format!(
                     "{}{}: service name \"{}\" is too long: queue names are at most 255 bytes",
@@ -225,9 +234,10 @@ impl Config {
             for b in &s.bind {
                 if b.exchange.is_empty() {
                     return Err(Error::usage(format!(
-                        "{}{}: key services.{name}.bind: the default exchange cannot be bound; name an exchange",
+                        "{}{}: key services.{}.bind: the default exchange cannot be bound; name an exchange",
                         path.display(),
-                        line()
+                        line(),
+                        crate::util::printable(name)
                     )));
                 }
                 if let Some(kind) = b.kind {
@@ -374,6 +384,18 @@ mod tests {
         match parse(text) {
             Err(Error::Usage(m)) => m,
             other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_service_name_with_a_control_character_is_a_usage_error() {
+        for name in ["a\\nb", "a\\u0000b", "a\\u001bb", "a\\u0085b"] {
+            let text = format!("[services.\"{name}\"]\n");
+            let Err(Error::Usage(m)) = Config::parse(&text, Path::new("dlq.toml")) else {
+                panic!("{name} accepted");
+            };
+            assert!(m.contains("control character"), "{m}");
+            assert!(!m.chars().any(char::is_control), "{m:?}");
         }
     }
 
