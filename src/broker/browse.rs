@@ -400,8 +400,6 @@ struct Windows {
     open: Vec<Window>,
     /// Messages covered by the windows opened so far.
     opened: u64,
-    /// The highest delivery tag received.
-    last_received: u64,
     /// The delivery tag handed out last.
     last_read: u64,
     /// The largest body read so far, in bytes.
@@ -465,7 +463,6 @@ impl Windows {
             .await;
             match item? {
                 Ok(d) => {
-                    self.last_received = self.last_received.max(d.delivery_tag);
                     let w = &mut self.open[i];
                     w.received += 1;
                     w.head = Some(d);

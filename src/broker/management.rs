@@ -130,6 +130,15 @@ impl Management {
         self.get("overview")
     }
 
+    /// The broker's version as /api/overview reports it ("4.0.5"); None when it does not say.
+    pub fn version(&self) -> Result<Option<String>, ApiError> {
+        Ok(self.overview()?.and_then(|o| {
+            o.get("rabbitmq_version")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }))
+    }
+
     pub fn queue(&self, name: &str) -> Result<Option<Value>, ApiError> {
         self.get(&format!(
             "queues/{}/{}",

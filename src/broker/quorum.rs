@@ -175,11 +175,7 @@ pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> As
             requeue: Requeue::InPlace,
         };
     }
-    let version = api.overview().ok().flatten().and_then(|o| {
-        o.get("rabbitmq_version")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+    let version = api.version().ok().flatten();
     Assessment {
         risk: risk(queue_type, version.as_deref(), configured_limit(&info)),
         requeue: requeue(queue_type, version.as_deref()),

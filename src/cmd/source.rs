@@ -38,31 +38,42 @@ pub fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
     }
 }
 
-/// What reading `queue` and leaving messages in place risks, from the management API. A plain
+/// Runs a blocking management API call on a plain thread and waits at most `wait` for it. A plain
 /// thread, not spawn_blocking: when the API does not answer, dlq goes on without it and must not
-/// wait for the thread when it exits.
+/// wait for the thread when it exits. Err says why there is no answer.
+pub async fn off_thread<T: Send + 'static>(
+    wait: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call());
+    });
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err("internal error: the management check stopped".into()),
+        Err(_) => Err(format!(
+            "management API: no answer within {} s",
+            wait.as_secs()
+        )),
+    }
+}
+
+/// What reading `queue` and leaving messages in place risks, from the management API.
 pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Assessment {
     let (management, url, name) = (
         settings.management_url.clone(),
         broker.url.clone(),
         queue.to_string(),
     );
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(quorum::assess(management.as_deref(), &url, &name));
-    });
-    let unknown = |why: String| Assessment {
+    off_thread(MANAGEMENT_WAIT, move || {
+        quorum::assess(management.as_deref(), &url, &name)
+    })
+    .await
+    .unwrap_or_else(|why| Assessment {
         risk: Risk::Unknown(why),
         requeue: Requeue::InPlace,
-    };
-    match tokio::time::timeout(MANAGEMENT_WAIT, rx).await {
-        Ok(Ok(assessment)) => assessment,
-        Ok(Err(_)) => unknown("internal error: the management check stopped".into()),
-        Err(_) => unknown(format!(
-            "management API: no answer within {} s",
-            MANAGEMENT_WAIT.as_secs()
-        )),
-    }
+    })
 }
 
 /// For a command that reports no notes at the end: assess and guard in one go, warning at once.

@@ -64,31 +64,14 @@ async fn generation(settings: &Settings) -> std::result::Result<Generation, Stri
     let url = crate::broker::parse_amqp_url(&settings.urls[0]).map_err(|e| e.to_string())?;
     let api = Management::new(settings.management_url.as_deref(), &url);
     let base = api.base_url();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    // A plain thread: when the API does not answer, dlq goes on without waiting for it.
-    std::thread::spawn(move || {
-        let _ = tx.send(version_of(&api));
-    });
-    match tokio::time::timeout(VERSION_WAIT, rx).await {
-        Ok(Ok(Ok(version))) => Generation::of_version(&version)
+    match super::source::off_thread(VERSION_WAIT, move || api.version()).await? {
+        Ok(Some(version)) => Generation::of_version(&version)
             .ok_or_else(|| format!("management API at {base} reports version \"{version}\"")),
-        Ok(Ok(Err(why))) => Err(format!("management API at {base} not usable: {why}")),
-        Ok(Err(_)) => Err("internal error: the version check stopped".into()),
-        Err(_) => Err(format!(
-            "management API at {base}: no answer within {} s",
-            VERSION_WAIT.as_secs()
+        Ok(None) => Err(format!(
+            "management API at {base} gives no rabbitmq_version in /api/overview"
         )),
+        Err(why) => Err(format!("management API at {base} not usable: {why}")),
     }
-}
-
-fn version_of(api: &Management) -> std::result::Result<String, String> {
-    let overview = api.overview().map_err(|e| e.to_string())?;
-    overview
-        .as_ref()
-        .and_then(|o| o.get("rabbitmq_version"))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| "no rabbitmq_version in /api/overview".into())
 }
 
 pub fn plan(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
