@@ -502,3 +502,59 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// At real size: `peek` on a quorum queue of 100,000 reads on as far as the version needs and
+/// gives everything back; a `list` started right after it sees all 100,000, in order (the
+/// broker takes seconds to requeue that many, and the command waits for it before it exits).
+#[tokio::test(flavor = "multi_thread")]
+async fn peek_on_a_quorum_queue_of_100k_keeps_its_order_and_the_next_command_sees_all() {
+    const N: u32 = 100_000;
+    let scope = Scope::new("q100k");
+    let conn = connect().await;
+    let q = scope.name("q");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    declare_queue(&conn, &q, args).await;
+    publish_many(
+        &conn,
+        &q,
+        (0..N).map(|i| {
+            (
+                format!("{{\"n\":{i}}}").into_bytes(),
+                BasicProperties::default().with_message_id(format!("m{i}").into()),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, u64::from(N)).await, u64::from(N));
+    for read in [&["peek"][..], &["list", "--limit", "3"][..]] {
+        let out = dlq(&scope)
+            .args(read)
+            .args(["--queue", &q, "-o", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{read:?}: {}", stderr(&out));
+        let out = dlq(&scope)
+            .args(["list", "--queue", &q, "-o", "jsonl"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ids: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                let at = l.find("\"message_id\":\"").expect("a message id") + 14;
+                &l[at..at + l[at..].find('"').unwrap()]
+            })
+            .collect();
+        assert_eq!(ids.len(), N as usize, "after {read:?}");
+        assert!(
+            ids.iter().enumerate().all(|(i, id)| *id == format!("m{i}")),
+            "after {read:?}: out of order"
+        );
+    }
+    let _ = conn.close(200, "ok".into()).await;
+}
