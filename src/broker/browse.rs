@@ -189,7 +189,7 @@ pub(crate) async fn settle(broker: &Broker, queue: &str, depth: u32) -> Result<(
         } else {
             0
         };
-        if unchanged >= 10 {
+        if unchanged >= STALLED_POLLS {
             return Ok(());
         }
         last = Some(counts.messages);
@@ -197,6 +197,11 @@ pub(crate) async fn settle(broker: &Broker, queue: &str, depth: u32) -> Result<(
     }
     Ok(())
 }
+
+/// How many 10 ms polls of an unchanged (non-zero) count [`settle`] takes for "stopped rising":
+/// 1 s. The broker requeues in batches, and on a busy machine a pause between two of them
+/// lasted more than 100 ms (a 45,000-message browse in CI stopped waiting at 20,713).
+const STALLED_POLLS: u32 = 100;
 
 /// The longest [`settle`] waits.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
