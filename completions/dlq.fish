@@ -29,7 +29,7 @@ complete -c dlq -n "__fish_dlq_needs_command" -s c -l config -d 'Config file [de
 complete -c dlq -n "__fish_dlq_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_needs_command" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_needs_command" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_needs_command" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_needs_command" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_needs_command" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -51,7 +51,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_su
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and not __fish_seen_subcommand_from plan apply verify help" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -68,7 +68,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcom
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from plan" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -81,7 +81,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcom
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from apply" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -94,7 +94,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcom
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand topology; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -110,7 +110,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand stats" -s c -l config -d 'Config
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand stats" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand stats" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand stats" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -126,7 +126,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand list" -s c -l config -d 'Config 
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand list" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand list" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand list" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -141,7 +141,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand peek" -s c -l config -d 'Config 
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand peek" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand peek" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -l pop -d 'After showing each message, ask whether to remove it (needs a terminal, or --yes)'
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand peek" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
@@ -160,7 +160,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand replay" -s c -l config -d 'Confi
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand replay" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand replay" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -l dry-run -d 'Show what would move, move nothing (needs no --yes)'
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand replay" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
@@ -177,7 +177,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand export" -s c -l config -d 'Confi
 complete -c dlq -n "__fish_dlq_using_subcommand export" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand export" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand export" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand export" -l remove -d 'Remove each exported message from the queue once its line is on disk (asks first)'
 complete -c dlq -n "__fish_dlq_using_subcommand export" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand export" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
@@ -192,7 +192,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand import" -s c -l config -d 'Confi
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand import" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand import" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand import" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -205,7 +205,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand purge" -s c -l config -d 'Config
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand purge" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand purge" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand purge" -s v -l verbose -d 'Show the causes behind errors and more detail'
@@ -217,7 +217,7 @@ complete -c dlq -n "__fish_dlq_using_subcommand completions" -s c -l config -d '
 complete -c dlq -n "__fish_dlq_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Human-readable tables'
 json\t'One JSON document'
 jsonl\t'One JSON object per line'"
-complete -c dlq -n "__fish_dlq_using_subcommand completions" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672, with the AMQP credentials]' -r
+complete -c dlq -n "__fish_dlq_using_subcommand completions" -l management-url -d 'Management HTTP API (topology verify; queue type and version checks of list and peek) [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]' -r
 complete -c dlq -n "__fish_dlq_using_subcommand completions" -s y -l yes -d 'Answer yes to confirmations (needed when stdin is not a terminal)'
 complete -c dlq -n "__fish_dlq_using_subcommand completions" -s q -l quiet -d 'Print only results and errors: no progress bars, notes or warnings'
 complete -c dlq -n "__fish_dlq_using_subcommand completions" -s v -l verbose -d 'Show the causes behind errors and more detail'

@@ -92,7 +92,7 @@ pub struct GlobalArgs {
     pub no_color: bool,
 
     /// Management HTTP API (topology verify; queue type and version checks of list and peek)
-    /// [default: http://<amqp host>:15672, with the AMQP credentials]
+    /// [default: http://<amqp host>:15672 (https://…:15671 for amqps), with the AMQP credentials]
     #[arg(
         long,
         global = true,

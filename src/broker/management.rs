@@ -62,19 +62,26 @@ impl Management {
                 } else {
                     amqp.host.clone()
                 };
-                (
-                    format!("http://{host}:15672"),
-                    amqp.username.clone(),
-                    amqp.password.clone(),
-                )
+                // Over amqps the credentials must not cross the network in clear: the
+                // management default follows to RabbitMQ's https port.
+                let base = if amqp.tls.is_some() {
+                    format!("https://{host}:15671")
+                } else {
+                    format!("http://{host}:15672")
+                };
+                (base, amqp.username.clone(), amqp.password.clone())
             }
         };
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+            .http_status_as_error(false);
+        // An https management URL is checked against the AMQP URL's CA and presents its client
+        // certificate (the files were read once already, when the URL was parsed).
+        if let Some(material) = amqp.tls.as_ref().and_then(|o| o.load().ok()) {
+            config = config.tls_config(material.ureq());
+        }
+        let agent = config.build().new_agent();
         Management {
             agent,
             base,

@@ -6,6 +6,7 @@ pub mod management;
 pub mod publisher;
 pub mod quorum;
 pub mod reader;
+pub mod tls;
 pub mod worker;
 
 use std::time::Duration;
@@ -26,7 +27,8 @@ pub struct BrokerUrl {
     pub vhost: String,
     pub username: String,
     pub password: String,
-    pub tls: bool,
+    /// The TLS parameters of an amqps:// URL; None for amqp://.
+    pub tls: Option<tls::TlsOptions>,
     /// What lapin connects to. Built here because lapin's own parser takes the host from
     /// `Url::domain()`, which is `None` for IP addresses, and silently uses "localhost" then.
     pub uri: lapin::uri::AMQPUri,
@@ -38,8 +40,14 @@ impl BrokerUrl {
         format!("{}:{} (vhost \"{}\")", self.host, self.port, self.vhost)
     }
 
+    /// The URL as messages show it: password as `***`, without the query string (TLS file
+    /// paths and options are named by the message that needs them).
     pub fn redacted(&self) -> String {
-        redact_url(&self.url)
+        let url = redact_url(&self.url);
+        match url.split_once('?') {
+            Some((base, _)) => base.to_string(),
+            None => url,
+        }
     }
 }
 
@@ -57,6 +65,11 @@ pub fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
         "amqps" => true,
         other => return Err(bad(&format!("scheme must be amqp or amqps, not {other}"))),
     };
+    let tls = tls::TlsOptions::from_url(&parsed, tls)?;
+    // Certificate files are read now, so a missing one is a usage error before connecting.
+    if let Some(options) = &tls {
+        options.load()?;
+    }
     let mut uri: lapin::uri::AMQPUri = text.parse().map_err(|e: String| bad(&e))?;
     let host = parsed
         .host_str()
@@ -92,12 +105,7 @@ impl Broker {
             let url = parse_amqp_url(text)?;
             let props = ConnectionProperties::default()
                 .with_connection_name(format!("dlq {purpose}").into());
-            match tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                Connection::connect_uri(url.uri.clone(), props),
-            )
-            .await
-            {
+            match tokio::time::timeout(CONNECT_TIMEOUT, open(&url, props)).await {
                 Ok(Ok(connection)) => return Ok(Broker { connection, url }),
                 Ok(Err(e)) => {
                     last_cause = format!("{e:?}");
@@ -145,6 +153,41 @@ impl Broker {
     pub async fn close(self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// Opens one AMQP connection: plain, or TLS configured from the URL's query parameters
+/// (lapin's own TLS ignores them).
+async fn open(url: &BrokerUrl, props: ConnectionProperties) -> lapin::Result<Connection> {
+    let Some(options) = &url.tls else {
+        return Connection::connect_uri(url.uri.clone(), props).await;
+    };
+    let material = options
+        .load()
+        .map_err(|e| std::io::Error::other(e.message().to_string()))?;
+    let config = material
+        .rustls()
+        .map_err(|e| std::io::Error::other(e.message().to_string()))?;
+    let connector = lapin::tcp::RustlsConnector::from(config);
+    let name = options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| url.host.clone());
+    let runtime = lapin::runtime::default_runtime()?;
+    Connection::connector(
+        url.uri.clone(),
+        runtime,
+        async move |uri, runtime| {
+            use lapin::tcp::AMQPUriTcpExt;
+            let mut plain = uri.clone();
+            plain.scheme = lapin::uri::AMQPScheme::AMQP;
+            let stream = plain
+                .connect_with_config_async(lapin::tcp::TLSConfig::default(), &runtime)
+                .await?;
+            Ok(stream.into_rustls(&connector, &name).await?)
+        },
+        props,
+    )
+    .await
 }
 
 /// The next item of a stream (lapin's `Consumer`), without a dependency just for `StreamExt::next`.
@@ -222,7 +265,8 @@ fn connect_reason(e: &lapin::Error, url: &BrokerUrl) -> String {
                 url.host, url.port
             ),
             // rustls reports a handshake with a plain-AMQP port as a corrupt or invalid message.
-            _ if url.tls && io.to_string().to_lowercase().contains("message") => format!(
+            _ if tls_reason(io, url).is_some() => tls_reason(io, url).unwrap_or_default(),
+            _ if url.tls.is_some() && io.to_string().to_lowercase().contains("message") => format!(
                 "TLS handshake failed at {}:{} ({}); is that an amqps port (usually 5671)?",
                 url.host,
                 url.port,
@@ -241,6 +285,11 @@ fn connect_reason(e: &lapin::Error, url: &BrokerUrl) -> String {
         );
     }
     short_reason(e)
+}
+
+fn tls_reason(io: &std::io::Error, url: &BrokerUrl) -> Option<String> {
+    let options = url.tls.as_ref()?;
+    tls::handshake_reason(&io.to_string(), &url.host, options)
 }
 
 /// A lapin error in a few words, for one-line messages.
@@ -313,7 +362,7 @@ mod tests {
             (u.username.as_str(), u.password.as_str()),
             ("bob", "s@cret")
         );
-        assert!(!u.tls);
+        assert!(u.tls.is_none());
         assert_eq!(
             u.uri.authority.host, "10.0.0.5",
             "an IP host must not become localhost"
