@@ -177,7 +177,7 @@ pub struct SourceArgs {
     pub service: Option<String>,
 
     /// Read this queue instead of a service's error queue (needs no config file)
-    #[arg(long, value_name = "Q")]
+    #[arg(long, value_name = "Q", value_parser = queue_name)]
     pub queue: Option<String>,
 }
 
@@ -225,7 +225,7 @@ pub struct ReplayArgs {
     pub source: SourceArgs,
 
     /// Send copies to this queue [default: the service's work queue, else each message's origin]
-    #[arg(long, value_name = "Q")]
+    #[arg(long, value_name = "Q", value_parser = queue_name)]
     pub to: Option<String>,
 
     /// Replay only messages for which this jq expression is true, e.g. '.body.tenant == "acme"'
@@ -281,7 +281,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
 
     /// Queue to publish to (through the default exchange)
-    #[arg(long, value_name = "Q")]
+    #[arg(long, value_name = "Q", value_parser = queue_name)]
     pub to: String,
 }
 
@@ -322,5 +322,48 @@ mod tests {
         let cli = Cli::try_parse_from(["dlq", "-y", "-c", "x.toml", "stats"]).unwrap();
         assert!(cli.global.yes);
         assert_eq!(cli.global.config, Some(PathBuf::from("x.toml")));
+    }
+}
+
+/// A queue name from the command line: no control characters (the broker strips some when
+/// declaring but not when routing, so such a name can pass a check and then lose the publish),
+/// at most AMQP's 255 bytes. A usage error otherwise, before anything connects.
+fn queue_name(s: &str) -> Result<String, String> {
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the queue name holds the control character U+{:04X}; queue names must be printable",
+            u32::from(c)
+        ));
+    }
+    if s.len() > 255 {
+        return Err(format!(
+            "the queue name is {} bytes; AMQP allows at most 255",
+            s.len()
+        ));
+    }
+    if s.is_empty() {
+        return Err("the queue name is empty".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod queue_name_tests {
+    #[test]
+    fn control_characters_long_and_empty_names_are_refused() {
+        assert_eq!(
+            super::queue_name("billing.error"),
+            Ok("billing.error".into())
+        );
+        assert!(super::queue_name("a\nb").unwrap_err().contains("U+000A"));
+        assert!(super::queue_name("a\u{1b}[31m")
+            .unwrap_err()
+            .contains("U+001B"));
+        assert!(super::queue_name("a\u{85}").unwrap_err().contains("U+0085"));
+        assert!(super::queue_name(&"q".repeat(256))
+            .unwrap_err()
+            .contains("256 bytes"));
+        assert!(super::queue_name("").is_err());
+        assert!(super::queue_name(&"é".repeat(127)).is_ok());
     }
 }

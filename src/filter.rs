@@ -1,5 +1,8 @@
 //! Owns `--filter` and `--group-by`: jq expressions (CONTRACT.md section 6) compiled once with the jaq crates and run per message.
 
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use jaq_core::load::{self, Arena, File, Loader};
@@ -10,10 +13,68 @@ use serde_json::Value;
 
 type Data = JustLut<Val>;
 
+/// How long one message may take in a filter before it counts as a run-time error for that
+/// message (contract section 6: no match). jq expressions over a message take microseconds;
+/// one that loops (`def f: f; f`) never returns.
+pub const BUDGET: Duration = Duration::from_secs(2);
+
+/// After this many messages ran past the budget, the expression is not run again: each of
+/// those runs still spins a thread that cannot be stopped, and the expression is evidently
+/// broken, so every later message counts as an error at once.
+pub const MAX_OVERRUNS: usize = 2;
+
 /// A compiled jq expression. It holds only the program graph (plain data and function
 /// pointers), never a `Val`, so it is `Send + Sync` even though jaq's values use `Rc`.
+///
+/// Messages are evaluated on a worker thread, so that the caller can stop waiting after
+/// [`BUDGET`]: jaq has no step limit, and a thread cannot be interrupted. A worker that runs
+/// past the budget is abandoned (it ends with the process) and a new one is started.
 pub struct Filter {
-    program: jaq_core::Filter<Data>,
+    program: Arc<jaq_core::Filter<Data>>,
+    budget: Duration,
+    evaluator: Mutex<Evaluator>,
+}
+
+#[derive(Default)]
+struct Evaluator {
+    worker: Option<Worker>,
+    overruns: usize,
+}
+
+/// One message to evaluate, and whether the first output itself is wanted (else only its
+/// truthiness).
+type Job = (Value, bool);
+type Answer = Result<(bool, Option<Value>), String>;
+
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    answers: mpsc::Receiver<Answer>,
+}
+
+impl Worker {
+    fn start(program: Arc<jaq_core::Filter<Data>>) -> Result<Worker, String> {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (answer_tx, answers) = mpsc::channel::<Answer>();
+        std::thread::Builder::new()
+            .name("jq".into())
+            .stack_size(crate::STACK_SIZE)
+            .spawn(move || {
+                for (message, want_value) in job_rx {
+                    let answer = first(&program, &message).map(|v| match v {
+                        None => (false, None),
+                        Some(v) => (
+                            jaq_core::ValT::as_bool(&v),
+                            want_value.then(|| val_to_json(&v)),
+                        ),
+                    });
+                    if answer_tx.send(answer).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the filter's thread: {e}"))?;
+        Ok(Worker { jobs, answers })
+    }
 }
 
 // jaq_json::Val is !Send; this fails to build if the compiled program ever starts holding one.
@@ -89,31 +150,77 @@ impl Filter {
             .with_funs(funs)
             .compile(modules)
             .map_err(|errs| compile_error(expr, errs))?;
-        Ok(Filter { program })
+        Ok(Filter {
+            program: Arc::new(program),
+            budget: BUDGET,
+            evaluator: Mutex::default(),
+        })
+    }
+
+    /// The same expression with another per-message budget (tests).
+    pub fn with_budget(mut self, budget: Duration) -> Filter {
+        self.budget = budget;
+        self
     }
 
     /// jq truthiness of the first output; no output is no match.
     pub fn matches(&self, msg: &Value) -> Result<bool, String> {
-        Ok(self
-            .first(msg)?
-            .is_some_and(|v| jaq_core::ValT::as_bool(&v)))
+        Ok(self.evaluate(msg, false)?.0)
     }
 
     /// The first output as JSON, for grouping. None when the expression yields nothing.
     pub fn first_value(&self, msg: &Value) -> Result<Option<Value>, String> {
-        Ok(self.first(msg)?.as_ref().map(val_to_json))
+        Ok(self.evaluate(msg, true)?.1)
     }
 
-    fn first(&self, msg: &Value) -> Result<Option<Val>, String> {
-        let input = Val::deserialize(msg).map_err(|e| format!("cannot read the message: {e}"))?;
-        let ctx = Ctx::<Data>::new(&self.program.lut, Vars::new([]));
-        // Only the first output is needed; the iterator is lazy, so later outputs (and their
-        // errors) are never computed.
-        match self.program.id.run((ctx, input)).next() {
-            None => Ok(None),
-            Some(Ok(v)) => Ok(Some(v)),
-            Some(Err(exn)) => Err(exception_message(exn)),
+    /// Runs the expression on one message on the worker thread, waiting at most the budget.
+    fn evaluate(&self, msg: &Value, want_value: bool) -> Answer {
+        let mut ev = self
+            .evaluator
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ev.overruns >= MAX_OVERRUNS {
+            return Err(format!(
+                "not run: the filter already ran past its budget of {} on {} messages",
+                humantime::format_duration(self.budget),
+                ev.overruns
+            ));
         }
+        let worker = match ev.worker.take() {
+            Some(w) => w,
+            None => Worker::start(self.program.clone())?,
+        };
+        if worker.jobs.send((msg.clone(), want_value)).is_err() {
+            return Err("the filter's thread stopped".into());
+        }
+        match worker.answers.recv_timeout(self.budget) {
+            Ok(answer) => {
+                ev.worker = Some(worker);
+                answer
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The worker is left to spin; the next message gets a new one.
+                ev.overruns += 1;
+                Err(format!(
+                    "ran past its budget of {} on this message",
+                    humantime::format_duration(self.budget)
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err("the filter's thread stopped".into()),
+        }
+    }
+}
+
+/// The first output of the program on one message (on the worker thread).
+fn first(program: &jaq_core::Filter<Data>, msg: &Value) -> Result<Option<Val>, String> {
+    let input = Val::deserialize(msg).map_err(|e| format!("cannot read the message: {e}"))?;
+    let ctx = Ctx::<Data>::new(&program.lut, Vars::new([]));
+    // Only the first output is needed; the iterator is lazy, so later outputs (and their
+    // errors) are never computed.
+    match program.id.run((ctx, input)).next() {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(Some(v)),
+        Some(Err(exn)) => Err(exception_message(exn)),
     }
 }
 
@@ -340,6 +447,29 @@ fn check_size(expr: &str) -> Result<(), FilterError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_message_past_the_budget_is_an_error_and_the_expression_stops_being_run() {
+        let budget = Duration::from_millis(200);
+        let f = Filter::compile("if .n == 1 then (def f: f; f) else .n > 1 end")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_budget(budget);
+        let msg = |n: i64| serde_json::json!({ "n": n });
+        assert_eq!(f.matches(&msg(2)), Ok(true));
+        let started = std::time::Instant::now();
+        let e = f.matches(&msg(1)).unwrap_err();
+        assert!(e.contains("ran past its budget of 200ms"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A new worker takes over: the next message runs as before.
+        assert_eq!(f.matches(&msg(3)), Ok(true));
+        assert_eq!(f.first_value(&msg(0)), Ok(Some(serde_json::json!(false))));
+        assert!(f.matches(&msg(1)).is_err());
+        // Two overruns: not run again, answered at once.
+        let started = std::time::Instant::now();
+        let e = f.matches(&msg(2)).unwrap_err();
+        assert!(e.starts_with("not run"), "{e}");
+        assert!(started.elapsed() < budget);
+    }
+
     #[test]
     fn deep_or_long_expressions_are_refused_before_jaq_sees_them() {
         let deep = format!("{}1{}", "[".repeat(4000), "]".repeat(4000));

@@ -8,6 +8,7 @@ pub mod error;
 pub mod filter;
 pub mod generate;
 pub mod interrupt;
+pub mod json;
 pub mod message;
 pub mod output;
 pub mod replay;

@@ -75,7 +75,7 @@ pub fn amqp_value_to_json(v: &AMQPValue) -> Value {
         AMQPValue::Float(f) => float_to_json(f.to_string().parse().unwrap_or(f64::NAN)),
         AMQPValue::Double(f) => float_to_json(*f),
         AMQPValue::DecimalValue(d) => decimal_to_json(d.value, d.scale),
-        AMQPValue::ShortString(s) => Value::from(s.as_str()),
+        AMQPValue::ShortString(s) => short_to_json(s),
         AMQPValue::LongString(s) => bytes_to_json(s.as_bytes()),
         AMQPValue::FieldArray(a) => {
             Value::Array(a.as_slice().iter().map(amqp_value_to_json).collect())
@@ -91,9 +91,23 @@ pub fn field_table_to_json(t: &FieldTable) -> Value {
     Value::Object(
         t.inner()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), amqp_value_to_json(v)))
+            .map(|(k, v)| (short_to_text(k), amqp_value_to_json(v)))
             .collect(),
     )
+}
+
+/// A short string as JSON: its text, or base64 of its bytes when they are not UTF-8 (contract
+/// section 5; the patched amq-protocol-types keeps such bytes, see patches/README.md).
+pub fn short_to_json(s: &ShortString) -> Value {
+    Value::String(short_to_text(s))
+}
+
+fn short_to_text(s: &ShortString) -> String {
+    if s.has_raw_bytes() {
+        BASE64.encode(s.wire_bytes())
+    } else {
+        s.as_str().to_owned()
+    }
 }
 
 fn float_to_json(f: f64) -> Value {
@@ -124,7 +138,7 @@ fn decimal_to_json(value: u32, scale: u8) -> Value {
 pub fn properties_to_json(p: &BasicProperties) -> Value {
     fn text(o: &mut Map<String, Value>, key: &str, v: &Option<ShortString>) {
         if let Some(s) = v {
-            o.insert(key.into(), Value::from(s.as_str()));
+            o.insert(key.into(), short_to_json(s));
         }
     }
     let mut o = Map::new();

@@ -63,9 +63,18 @@ pub fn preview(s: &str, width: usize) -> String {
     cut
 }
 
+/// The longest error line dlq prints (contract section 7: "at most about 300 characters").
+pub const MAX_LINE: usize = 300;
+
+/// One line for stderr: [`for_terminal`] (so nothing from a message, a name or the broker can
+/// act on the terminal or break the line), cut to [`MAX_LINE`] characters with "…".
+pub fn line(s: &str) -> String {
+    preview(s, MAX_LINE)
+}
+
 fn is_removed(c: char) -> bool {
     c.is_control() // C0, DEL and C1
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Skips the rest of a control sequence: parameter and intermediate bytes, then one final byte.

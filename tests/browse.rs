@@ -491,7 +491,7 @@ async fn the_contract_filter_examples_select_exactly_the_right_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bad_filters_exit_2_with_a_caret_and_nothing_is_redelivered() {
+async fn bad_filters_exit_2_in_one_line_with_a_caret_under_v_and_nothing_is_redelivered() {
     let scope = Scope::new("badfilter");
     let (conn, q) = queue_with(&scope, "q", 20).await;
     for bad in [".body.tenant ==", "nosuchfn(1)", ". as $x | $y", ".[\"a\""] {
@@ -499,8 +499,15 @@ async fn bad_filters_exit_2_with_a_caret_and_nothing_is_redelivered() {
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("invalid --filter expression"), "{err}");
-        assert!(err.lines().any(|l| l.trim() == "^"), "a caret line: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(out.stdout.is_empty());
+        let out = run(&scope, &["-v", "list", "--queue", &q, "--filter", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.lines().any(|l| l.trim() == "^"),
+            "a caret line with -v: {err}"
+        );
     }
     let out = run(&scope, &["list", "--queue", &q, "--group-by", ".a |"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -173,13 +173,60 @@ fn a_bad_url_is_a_usage_error() {
 }
 
 #[test]
-fn a_bad_flag_exits_2() {
+fn a_bad_flag_exits_2_in_one_line_with_clap_s_hints_only_under_v() {
     let scope = Scope::new("badflag");
-    dlq(&scope)
-        .args(["stats", "--no-such-flag"])
-        .assert()
-        .code(2);
-    dlq(&scope).args(["-o", "yaml", "stats"]).assert().code(2);
+    for args in [
+        &["stats", "--no-such-flag"][..],
+        &["-o", "yaml", "stats"],
+        &["import", "--to", "q"],
+        &["list", "--limitt", "3"],
+        &["nosuchcommand"],
+        &[],
+        &["list", "--queue", "bad\nname"],
+        &["import", "--file", "x.jsonl", "--to", "q\u{1b}[2J"],
+        &["replay", "--queue", "q", "--to", "q\r"],
+    ] {
+        let out = dlq(&scope).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = one_line(&out);
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        let out = dlq(&scope).arg("-v").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = dlq(&scope).args(["import", "--to", "q"]).output().unwrap();
+    assert!(stderr(&out).contains("--file"), "{}", stderr(&out));
+    let out = dlq(&scope)
+        .args(["-v", "list", "--limitt", "3"])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("tip:"), "{}", stderr(&out));
+    // An argument with control characters comes back without them.
+    let out = dlq(&scope)
+        .args(["stats", "--x\u{1b}]0;pwned\u{7}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!one_line(&out).contains('\u{1b}'));
+    dlq(&scope).arg("--help").assert().code(0);
+}
+
+#[test]
+fn a_50_mb_url_comes_back_as_one_short_line() {
+    let scope = Scope::new("hugeurl");
+    let url = format!("amqp://guest:guest@{}/%2f", "h".repeat(50 << 20));
+    let config = scope.config(&format!("[broker]\nurl = \"{url}\"\n[services.a]\n"));
+    let out = dlq(&scope)
+        .args(["-c", &config.display().to_string(), "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{:?}", out.status);
+    let err = one_line(&out);
+    assert!(
+        err.chars().count() <= 320,
+        "{} characters",
+        err.chars().count()
+    );
+    assert!(err.contains("52,428,823 bytes long"), "{err}");
 }
 
 /// Everything a command printed, both streams.
@@ -320,5 +367,223 @@ async fn huge_expressions_are_one_line_usage_errors_and_at_file_reads_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(one_line(&out).contains("missing.jq"));
     assert_eq!(wait_for_count(&q, 3).await, 3);
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_message_content_never_reaches_stderr_or_json_raw_and_a_looping_filter_gives_up() {
+    let scope = Scope::new("hostile");
+    let q = scope.name("q");
+    let conn = connect().await;
+    declare_queue(&conn, &q, lapin::types::FieldTable::default()).await;
+    // OSC 52 (clipboard), OSC 0 (title), a C1 CSI, a bidi override and a bidi mark.
+    let nasty =
+        "\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}]0;owned\u{7} \u{9b}31m red \u{202e}txt \u{200f}";
+    publish_many(
+        &conn,
+        &q,
+        (0..3).map(|i| {
+            (
+                serde_json::to_vec(&serde_json::json!({ "n": i, "t": nasty })).unwrap(),
+                lapin::BasicProperties::default(),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, 3).await, 3);
+
+    // A run-time error carrying message content: the note shows it without any control.
+    for flag in ["--filter", "--group-by"] {
+        let out = dlq(&scope)
+            .args(["list", "--queue", &q, flag, ".body.t | error"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("red txt"),
+            "{flag}: the note names the error: {err}"
+        );
+        assert!(
+            !err.contains("owned"),
+            "{flag}: an OSC payload is dropped whole: {err}"
+        );
+        assert!(
+            !err.chars()
+                .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202e}' | '\u{200f}')),
+            "{flag}: raw control on stderr: {err:?}"
+        );
+    }
+
+    // JSON escapes C1 and bidi controls as \uXXXX and still parses to the same text.
+    for format in ["json", "jsonl"] {
+        let out = dlq(&scope)
+            .args(["list", "--queue", &q, "-o", format])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202e}' | '\u{200f}')),
+            "{format}: raw control in JSON: {text:?}"
+        );
+        assert!(
+            text.contains("\\u009b") && text.contains("\\u202e"),
+            "{text}"
+        );
+        let first = text.lines().find(|l| l.contains("\"t\"")).unwrap();
+        let first: serde_json::Value = if format == "jsonl" {
+            serde_json::from_str(first).unwrap()
+        } else {
+            json_out(&out)[0].clone()
+        };
+        assert_eq!(first["body"]["t"], nasty);
+    }
+
+    // A filter that never returns counts as no match once it runs past its budget, is not
+    // run again after two such messages, and the command ends by itself with every message
+    // where it was.
+    let started = Instant::now();
+    let out = dlq(&scope)
+        .args(["list", "--queue", &q, "--filter", "def f: f; f"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("0 of 3 messages matched"), "{err}");
+    assert!(err.contains("ran past its budget"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(wait_for_count(&q, 3).await, 3);
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_table_nested_2000_deep_is_listed_replayed_exported_and_imported() {
+    let scope = Scope::new("deephdr");
+    let (q, to) = (scope.name("q"), scope.name("to"));
+    let conn = connect().await;
+    for name in [&q, &to] {
+        declare_queue(&conn, name, lapin::types::FieldTable::default()).await;
+    }
+    let depth = 2000;
+    let table = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+    let publish = format!(
+        r#"{{"properties":{{"message_id":"deep","headers":{{"deep":{table}}}}},"routing_key":"{q}","payload":"x","payload_encoding":"string"}}"#
+    );
+    let answer = api_post_text("exchanges/%2F/amq.default/publish", &publish);
+    assert!(answer.contains("\"routed\":true"), "{answer}");
+    assert_eq!(wait_for_count(&q, 1).await, 1);
+
+    let out = dlq(&scope)
+        .args(["list", "--queue", &q, "-o", "jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("{\"a\":").count(),
+        depth,
+        "every level is shown"
+    );
+
+    let out = dlq(&scope)
+        .args(["-y", "replay", "--queue", &q, "--to", &to])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let file = scope.path("deep.jsonl").display().to_string();
+    let out = dlq(&scope)
+        .args(["-y", "export", "--queue", &to, "--file", &file, "--remove"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = dlq(&scope)
+        .args(["-y", "import", "--file", &file, "--to", &q])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(wait_for_count(&q, 1).await, 1);
+    assert_eq!(wait_for_count(&to, 0).await, 0);
+    let out = dlq(&scope)
+        .args(["list", "--queue", &q, "-o", "jsonl"])
+        .output()
+        .unwrap();
+    let back = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(back.matches("{\"a\":").count(), depth, "{}", stderr(&out));
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_strings_that_are_not_utf8_are_listed_as_base64_and_replayed_byte_exact() {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let scope = Scope::new("notutf8");
+    let (q, to) = (scope.name("q"), scope.name("to"));
+    let conn = connect().await;
+    for name in [&q, &to] {
+        declare_queue(&conn, name, FieldTable::default()).await;
+    }
+    let id: &[u8] = b"\xff\xfeid";
+    let key: &[u8] = b"k\xff";
+    let content_type: &[u8] = b"text/\xc3";
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from_wire_bytes(key),
+        AMQPValue::LongString(LongString::from("v")),
+    );
+    let poison = lapin::BasicProperties::default()
+        .with_message_id(ShortString::from_wire_bytes(id))
+        .with_content_type(ShortString::from_wire_bytes(content_type))
+        .with_headers(headers);
+    // The odd message first: nothing behind it may be blocked.
+    publish_many(
+        &conn,
+        &q,
+        [
+            (b"poison".to_vec(), poison),
+            (b"fine".to_vec(), lapin::BasicProperties::default()),
+        ],
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, 2).await, 2);
+
+    let out = dlq(&scope)
+        .args(["list", "--queue", &q, "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = json_out(&out);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let b64 = |b: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    assert_eq!(listed[0]["properties"]["message_id"], b64(id));
+    assert_eq!(listed[0]["properties"]["content_type"], b64(content_type));
+    assert_eq!(listed[0]["headers"][b64(key)], "v");
+    assert_eq!(listed[1]["body"], "fine");
+
+    let out = dlq(&scope)
+        .args(["-y", "replay", "--queue", &q, "--to", &to])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let copies = drain(&conn, &to).await;
+    assert_eq!(copies.len(), 2);
+    let p = &copies[0].properties;
+    assert_eq!(&p.message_id().as_ref().unwrap().wire_bytes()[..], id);
+    assert_eq!(
+        &p.content_type().as_ref().unwrap().wire_bytes()[..],
+        content_type
+    );
+    let headers = p.headers().as_ref().unwrap();
+    let got_key = headers
+        .inner()
+        .keys()
+        .find(|k| k.has_raw_bytes())
+        .expect("the non-UTF-8 header name survives");
+    assert_eq!(&got_key.wire_bytes()[..], key);
+    assert_eq!(wait_for_count(&q, 0).await, 0);
     let _ = conn.close(200, "ok".into()).await;
 }

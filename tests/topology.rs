@@ -470,7 +470,7 @@ fn plan_needs_no_broker() {
 /// A user without configure permission gets the broker's 403 ACCESS_REFUSED: a runtime failure
 /// (exit 1, one line naming it), not a topology conflict (exit 3).
 #[tokio::test]
-async fn apply_without_configure_permission_is_access_refused_with_exit_1() {
+async fn apply_and_verify_without_configure_permission_are_access_refused_naming_it_with_exit_1() {
     let scope = Scope::new("noperm");
     let (cfg, billing, _) = two_services(&scope, "10s");
     let user = scope.name("user");
@@ -490,14 +490,41 @@ async fn apply_without_configure_permission_is_access_refused_with_exit_1() {
         .args(["-c", cfg.to_str().unwrap(), "topology", "apply"])
         .output()
         .unwrap();
+    let declared_by_the_user = api_queue(&billing).is_some();
+    // verify as that user (no management tag, so over AMQP) once the topology exists: the
+    // re-declare that checks arguments is refused, which is access refused (exit 1) naming the
+    // permission, never drift.
+    let applied = dlq(&scope)
+        .args(["-c", cfg.to_str().unwrap(), "topology", "apply"])
+        .output()
+        .unwrap();
+    assert_eq!(applied.status.code(), Some(0), "{}", stderr(&applied));
+    let verify = dlq(&scope)
+        .args([
+            "--url",
+            &format!("amqp://{}:pw@127.0.0.1:5672/%2f", enc(&user)),
+        ])
+        .args(["-c", cfg.to_str().unwrap(), "topology", "verify"])
+        .output()
+        .unwrap();
     api_delete(&format!("users/{}", enc(&user)));
+    let verify_err = stderr(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{verify_err}");
+    assert!(
+        verify_err.contains("access refused") && verify_err.contains("configure"),
+        "{verify_err}"
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("access refused"), "{err}");
+    // The broker's reason names the permission, the vhost and the user.
+    for part in ["configure", "vhost '/'", &format!("user '{user}'")] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
     assert!(
         !err.contains("lost the connection") && !err.contains("conflict"),
         "{err}"
     );
-    assert!(api_queue(&billing).is_none(), "nothing was declared");
+    assert!(!declared_by_the_user, "nothing was declared");
 }

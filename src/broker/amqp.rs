@@ -49,9 +49,21 @@ pub fn field_table(args: &std::collections::BTreeMap<String, ArgValue>) -> Resul
     Ok(t)
 }
 
+/// A 403 in one line: who, where, which permission (as dlq knows the operation), and the
+/// broker's own words.
+fn access_refused(user: &str, vhost: &str, needs: &str, text: &str) -> String {
+    let said = text.split_once(" - ").map_or(text, |(_, d)| d);
+    crate::util::printable(&format!(
+        "access refused: user '{user}' in vhost '{vhost}' lacks {needs} (the broker said: {said})"
+    ))
+}
+
 impl Broker {
     /// Runs one channel-level operation on a fresh channel, sorting broker refusals from lost connections.
-    async fn on_throwaway<T, F, Fut>(&self, op: F) -> Result<Reply<T>>
+    ///
+    /// `needs` names the permission the operation takes (RabbitMQ's refusal text does not
+    /// always say which: 3.10 words a refused declare "access to exchange 'x' … refused").
+    async fn on_throwaway<T, F, Fut>(&self, needs: &str, op: F) -> Result<Reply<T>>
     where
         F: FnOnce(lapin::Channel) -> Fut,
         Fut: std::future::Future<Output = lapin::Result<T>>,
@@ -66,7 +78,10 @@ impl Broker {
             Err(e) => match amqp_error(&e) {
                 Some((404, text)) => Ok(Reply::NotFound(text)),
                 // Access refused is not a conflict: the whole command fails (exit 1).
-                Some((403, _)) => Err(self.lost(e)),
+                Some((403, text)) => Err(Error::with_cause(
+                    access_refused(&self.url.username, &self.url.vhost, needs, &text),
+                    format!("{e:?}"),
+                )),
                 Some((code, text)) if code < 500 => Ok(Reply::Refused(text)),
                 _ => Err(self.lost(e)),
             },
@@ -76,7 +91,8 @@ impl Broker {
     /// Passive declare: the queue's counts, or NotFound. Never creates anything.
     pub async fn probe_queue(&self, name: &str) -> Result<Reply<QueueCounts>> {
         let name = short(name)?;
-        self.on_throwaway(|ch| async move {
+        let needs = format!("access to queue '{}'", name.as_str());
+        self.on_throwaway(&needs, |ch| async move {
             let q = ch
                 .queue_declare(
                     name,
@@ -97,7 +113,8 @@ impl Broker {
 
     pub async fn probe_exchange(&self, name: &str) -> Result<Reply<()>> {
         let name = short(name)?;
-        self.on_throwaway(|ch| async move {
+        let needs = format!("access to exchange '{}'", name.as_str());
+        self.on_throwaway(&needs, |ch| async move {
             ch.exchange_declare(
                 name,
                 ExchangeKind::Direct,
@@ -117,7 +134,8 @@ impl Broker {
         let name = short(&spec.name)?;
         let args = field_table(&spec.arguments)?;
         let durable = spec.durable;
-        self.on_throwaway(|ch| async move {
+        let needs = format!("configure permission on queue '{}'", spec.name);
+        self.on_throwaway(&needs, |ch| async move {
             ch.queue_declare(
                 name,
                 QueueDeclareOptions {
@@ -142,7 +160,8 @@ impl Broker {
             other => ExchangeKind::Custom(other.to_string()),
         };
         let durable = spec.durable;
-        self.on_throwaway(|ch| async move {
+        let needs = format!("configure permission on exchange '{}'", spec.name);
+        self.on_throwaway(&needs, |ch| async move {
             ch.exchange_declare(
                 name,
                 kind,
@@ -163,7 +182,11 @@ impl Broker {
             short(&spec.exchange)?,
             short(&spec.routing_key)?,
         );
-        self.on_throwaway(|ch| async move {
+        let needs = format!(
+            "write permission on queue '{}' and read permission on exchange '{}'",
+            spec.queue, spec.exchange
+        );
+        self.on_throwaway(&needs, |ch| async move {
             ch.queue_bind(
                 queue,
                 exchange,
@@ -179,9 +202,10 @@ impl Broker {
     /// Removes every ready message; returns how many.
     pub async fn purge_queue(&self, name: &str) -> Result<Reply<u32>> {
         let name = short(name)?;
-        self.on_throwaway(
-            |ch| async move { ch.queue_purge(name, QueuePurgeOptions::default()).await },
-        )
+        let needs = format!("read permission on queue '{}'", name.as_str());
+        self.on_throwaway(&needs, |ch| async move {
+            ch.queue_purge(name, QueuePurgeOptions::default()).await
+        })
         .await
     }
 }

@@ -51,8 +51,19 @@ impl BrokerUrl {
     }
 }
 
+/// The longest broker URL dlq reads (TLS file paths included, a URL stays far below it);
+/// anything longer is refused before it is parsed, resolved or printed.
+pub const MAX_URL_LEN: usize = 8192;
+
 /// Parses an amqp:// or amqps:// URL; anything else is a usage error naming the (redacted) URL.
 pub fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
+    if text.len() > MAX_URL_LEN {
+        return Err(Error::usage(format!(
+            "the broker URL is {} bytes long; at most {} are accepted",
+            crate::util::thousands(text.len() as u64),
+            crate::util::thousands(MAX_URL_LEN as u64)
+        )));
+    }
     let bad = |why: &str| {
         Error::usage(format!(
             "bad broker URL {}: {why}",

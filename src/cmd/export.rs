@@ -278,7 +278,7 @@ async fn export(
             reader.keep(handle).await?;
             continue;
         }
-        serde_json::to_writer(&mut out, &json)
+        crate::json::to_writer(&mut out, &json)
             .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
         report.exported += 1;

@@ -75,7 +75,7 @@ fn records(
         if line.trim().is_empty() {
             return None;
         }
-        let parsed = match serde_json::from_str::<serde_json::Value>(&line) {
+        let parsed = match crate::json::from_str_deep(&line) {
             // A record cut short with no newline after it: the last line of an export that was
             // killed while writing (its message was never removed from the queue).
             Err(e) if e.is_eof() && !ends_with_newline(path) => {

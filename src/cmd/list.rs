@@ -101,7 +101,8 @@ impl Selection {
                 Ok(false) => return None,
                 Err(why) => {
                     self.filter_failures += 1;
-                    self.first_failure.get_or_insert(why);
+                    self.first_failure
+                        .get_or_insert_with(|| crate::sanitize::preview(&why, 200));
                     return None;
                 }
             }
@@ -333,7 +334,8 @@ impl Groups {
             Ok(v) => v.unwrap_or(Value::Null),
             Err(why) => {
                 self.failures += 1;
-                self.first_failure.get_or_insert(why);
+                self.first_failure
+                    .get_or_insert_with(|| crate::sanitize::preview(&why, 200));
                 return;
             }
         };

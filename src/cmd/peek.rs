@@ -92,7 +92,7 @@ fn open_for_append(path: &Path) -> Result<File> {
 
 /// One JSONL line, on disk (fsynced) before the message may be acked.
 fn save_line(file: &mut File, message: &Value) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(message)?;
+    let mut line = crate::json::to_vec(message)?;
     line.push(b'\n');
     file.write_all(&line)?;
     file.sync_all()

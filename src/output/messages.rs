@@ -61,7 +61,7 @@ impl MessageSink {
     pub fn push(&mut self, message: &Value) -> io::Result<()> {
         match self.format {
             OutputFormat::Jsonl => {
-                serde_json::to_writer(&mut self.out, message)?;
+                crate::json::to_writer(&mut self.out, message)?;
                 self.out.write_all(b"\n")?;
             }
             OutputFormat::Json => {
@@ -116,14 +116,14 @@ impl MessageSink {
 /// A warning on stderr while a command runs (hidden by --quiet).
 pub fn warn(settings: &Settings, text: &str) {
     if !settings.quiet {
-        eprintln!("warning: {text}");
+        eprintln!("warning: {}", for_terminal(text));
     }
 }
 
 /// Pretty JSON indented one level, as an element of the array around it. serde_json escapes
 /// line breaks inside strings, so every raw newline is structural and can take the indent.
 fn write_indented_json(out: &mut impl Write, v: &Value) -> io::Result<()> {
-    let text = serde_json::to_string_pretty(v)?;
+    let text = crate::json::to_string_pretty(v)?;
     out.write_all(b"  ")?;
     out.write_all(text.replace('\n', "\n  ").as_bytes())
 }

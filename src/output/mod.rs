@@ -83,12 +83,12 @@ pub fn emit(report: &dyn Report, settings: &Settings) -> std::io::Result<()> {
             }
         }
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &report.to_json())?;
+            crate::json::to_writer_pretty(&mut out, &report.to_json())?;
             writeln!(out)?;
         }
         OutputFormat::Jsonl => {
             for line in report.json_lines() {
-                serde_json::to_writer(&mut out, &line)?;
+                crate::json::to_writer(&mut out, &line)?;
                 writeln!(out)?;
             }
         }
@@ -96,11 +96,11 @@ pub fn emit(report: &dyn Report, settings: &Settings) -> std::io::Result<()> {
     out.flush()?;
     if !settings.quiet {
         for note in report.notes() {
-            eprintln!("note: {note}");
+            eprintln!("note: {}", crate::sanitize::for_terminal(&note));
         }
     }
     if let Some(p) = report.problem() {
-        eprintln!("error: {p}");
+        eprintln!("error: {}", crate::sanitize::line(&p));
     }
     Ok(())
 }

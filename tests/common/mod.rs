@@ -132,6 +132,23 @@ pub fn api_put(path: &str, body: Value) {
     );
 }
 
+/// POST raw JSON text to the management API (e.g. a publish whose headers nest deeper than
+/// serde_json serialises); panics unless it answers 2xx.
+pub fn api_post_text(path: &str, body: &str) -> String {
+    let mut resp = agent()
+        .post(&format!("{API}/{path}"))
+        .header("Authorization", AUTH)
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap_or_else(|e| panic!("the management API at {API} is needed by this test: {e}"));
+    assert!(
+        resp.status().is_success(),
+        "POST {path}: HTTP {}",
+        resp.status()
+    );
+    resp.body_mut().read_to_string().unwrap_or_default()
+}
+
 pub fn api_delete(path: &str) {
     let _ = agent()
         .delete(&format!("{API}/{path}"))
