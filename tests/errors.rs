@@ -536,25 +536,28 @@ async fn short_strings_that_are_not_utf8_are_listed_as_base64_and_replayed_byte_
         .with_message_id(ShortString::from_wire_bytes(id))
         .with_content_type(ShortString::from_wire_bytes(content_type))
         .with_headers(headers);
-    // The odd message first: nothing behind it may be blocked.
+    // The odd message in the middle of three: nothing behind it may be blocked.
     publish_many(
         &conn,
         &q,
         [
+            (b"before".to_vec(), lapin::BasicProperties::default()),
             (b"poison".to_vec(), poison),
             (b"fine".to_vec(), lapin::BasicProperties::default()),
         ],
     )
     .await;
-    assert_eq!(wait_for_count(&q, 2).await, 2);
+    assert_eq!(wait_for_count(&q, 3).await, 3);
 
     let out = dlq(&scope)
         .args(["list", "--queue", &q, "-o", "json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let listed = json_out(&out);
-    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let mut listed = json_out(&out);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed[0]["body"], "before");
+    listed.as_array_mut().unwrap().remove(0);
     let b64 = |b: &[u8]| {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(b)
@@ -570,8 +573,9 @@ async fn short_strings_that_are_not_utf8_are_listed_as_base64_and_replayed_byte_
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let copies = drain(&conn, &to).await;
-    assert_eq!(copies.len(), 2);
-    let p = &copies[0].properties;
+    let bodies: Vec<&[u8]> = copies.iter().map(|d| &d.data[..]).collect();
+    assert_eq!(bodies, [&b"before"[..], b"poison", b"fine"]);
+    let p = &copies[1].properties;
     assert_eq!(&p.message_id().as_ref().unwrap().wire_bytes()[..], id);
     assert_eq!(
         &p.content_type().as_ref().unwrap().wire_bytes()[..],
@@ -585,5 +589,103 @@ async fn short_strings_that_are_not_utf8_are_listed_as_base64_and_replayed_byte_
         .expect("the non-UTF-8 header name survives");
     assert_eq!(&got_key.wire_bytes()[..], key);
     assert_eq!(wait_for_count(&q, 0).await, 0);
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_a_replay_whose_filter_never_returns_and_every_message_stays() {
+    let scope = Scope::new("hangint");
+    let (q, to) = (scope.name("q"), scope.name("to"));
+    let conn = connect().await;
+    for name in [&q, &to] {
+        declare_queue(&conn, name, lapin::types::FieldTable::default()).await;
+    }
+    publish_many(
+        &conn,
+        &q,
+        (0..5).map(|i| {
+            (
+                format!("{{\"n\":{i}}}").into_bytes(),
+                lapin::BasicProperties::default(),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, 5).await, 5);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dlq"));
+    for var in CLEARED_ENV {
+        cmd.env_remove(var);
+    }
+    let child = cmd
+        .args([
+            "-y",
+            "replay",
+            "--queue",
+            &q,
+            "--to",
+            &to,
+            "--filter",
+            "def f: f; f",
+        ])
+        .current_dir(scope.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The filter is spinning on the first message by now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let interrupted = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(10),
+        "stopped {:?} after Ctrl-C",
+        interrupted.elapsed()
+    );
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(wait_for_count(&q, 5).await, 5);
+    assert_eq!(wait_for_count(&to, 0).await, 0);
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_osc_52_clipboard_write_in_a_filter_error_never_reaches_the_terminal() {
+    let scope = Scope::new("osc52");
+    let q = scope.name("q");
+    let conn = connect().await;
+    declare_queue(&conn, &q, lapin::types::FieldTable::default()).await;
+    // OSC 52 puts "rm -rf ~" (base64) in the clipboard; OSC 0 sets the window title.
+    let body = serde_json::json!({ "e": "\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}]0;pwned\u{7}boom" });
+    publish_many(
+        &conn,
+        &q,
+        [(
+            serde_json::to_vec(&body).unwrap(),
+            lapin::BasicProperties::default(),
+        )],
+    )
+    .await;
+    assert_eq!(wait_for_count(&q, 1).await, 1);
+    let (code, screen) = on_terminal(
+        &scope,
+        "",
+        false,
+        &["list", "--queue", &q, "--filter", ".body.e | error"],
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("boom"), "the note is shown: {screen}");
+    assert!(
+        !screen.contains("\u{1b}]"),
+        "an OSC sequence reached the terminal: {screen:?}"
+    );
+    assert!(
+        !screen.contains("pwned") && !screen.contains("cm0gLXJmIH4="),
+        "{screen:?}"
+    );
+    assert_eq!(wait_for_count(&q, 1).await, 1);
     let _ = conn.close(200, "ok".into()).await;
 }
