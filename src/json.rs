@@ -86,11 +86,8 @@ fn nesting(text: &str) -> usize {
 /// Whether a character inside a JSON string is written as `\uXXXX`, beyond what serde_json
 /// escapes itself (C0, `"` and `\`).
 pub fn needs_escape(c: char) -> bool {
-    matches!(c,
-        '\u{7f}'..='\u{9f}'
-        | '\u{200e}' | '\u{200f}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}')
+    // DEL and C1 here; serde_json escapes C0 itself.
+    ('\u{7f}'..='\u{9f}').contains(&c) || crate::sanitize::is_bidi_control(c)
 }
 
 /// A serde_json formatter that escapes [`needs_escape`] characters and otherwise behaves as

@@ -73,8 +73,14 @@ pub fn line(s: &str) -> String {
 }
 
 fn is_removed(c: char) -> bool {
-    c.is_control() // C0, DEL and C1
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control() /* C0, DEL and C1 */ || is_bidi_control(c)
+}
+
+/// The Unicode bidi controls that can make a terminal show text in a misleading order
+/// (contract section 5): the marks U+200E/F, embeddings and overrides U+202A–E, isolates
+/// U+2066–9.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Skips the rest of a control sequence: parameter and intermediate bytes, then one final byte.

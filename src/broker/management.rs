@@ -77,9 +77,9 @@ impl Management {
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false);
         // An https management URL is checked against the AMQP URL's CA and presents its client
-        // certificate (the files were read once already, when the URL was parsed).
-        if let Some(material) = amqp.tls.as_ref().and_then(|o| o.load().ok()) {
-            config = config.tls_config(material.ureq());
+        // certificate (read when the URL was parsed).
+        if let Some(tls) = &amqp.tls {
+            config = config.tls_config(tls.material.ureq());
         }
         let agent = config.build().new_agent();
         Management {

@@ -27,8 +27,8 @@ pub struct BrokerUrl {
     pub vhost: String,
     pub username: String,
     pub password: String,
-    /// The TLS parameters of an amqps:// URL; None for amqp://.
-    pub tls: Option<tls::TlsOptions>,
+    /// The TLS of an amqps:// URL, its files read; None for amqp://.
+    pub tls: Option<tls::Tls>,
     /// What lapin connects to. Built here because lapin's own parser takes the host from
     /// `Url::domain()`, which is `None` for IP addresses, and silently uses "localhost" then.
     pub uri: lapin::uri::AMQPUri,
@@ -76,11 +76,10 @@ pub fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
         "amqps" => true,
         other => return Err(bad(&format!("scheme must be amqp or amqps, not {other}"))),
     };
-    let tls = tls::TlsOptions::from_url(&parsed, tls)?;
     // Certificate files are read now, so a missing one is a usage error before connecting.
-    if let Some(options) = &tls {
-        options.load()?;
-    }
+    let tls = tls::TlsOptions::from_url(&parsed, tls)?
+        .map(tls::TlsOptions::prepare)
+        .transpose()?;
     let mut uri: lapin::uri::AMQPUri = text.parse().map_err(|e: String| bad(&e))?;
     let host = parsed
         .host_str()
@@ -169,17 +168,12 @@ impl Broker {
 /// Opens one AMQP connection: plain, or TLS configured from the URL's query parameters
 /// (lapin's own TLS ignores them).
 async fn open(url: &BrokerUrl, props: ConnectionProperties) -> lapin::Result<Connection> {
-    let Some(options) = &url.tls else {
+    let Some(tls) = &url.tls else {
         return Connection::connect_uri(url.uri.clone(), props).await;
     };
-    let material = options
-        .load()
-        .map_err(|e| std::io::Error::other(e.message().to_string()))?;
-    let config = material
-        .rustls()
-        .map_err(|e| std::io::Error::other(e.message().to_string()))?;
-    let connector = lapin::tcp::RustlsConnector::from(config);
-    let name = options
+    let connector = lapin::tcp::RustlsConnector::from(tls.config.clone());
+    let name = tls
+        .options
         .server_name
         .clone()
         .unwrap_or_else(|| url.host.clone());
@@ -270,13 +264,15 @@ fn connect_reason(e: &lapin::Error, url: &BrokerUrl) -> String {
         };
     }
     if let lapin::ErrorKind::IOError(io) = e.kind() {
+        if let Some(why) = tls_reason(io, url) {
+            return why;
+        }
         return match io.kind() {
             std::io::ErrorKind::ConnectionRefused => format!(
                 "connection refused at {}:{} (is RabbitMQ running there?)",
                 url.host, url.port
             ),
             // rustls reports a handshake with a plain-AMQP port as a corrupt or invalid message.
-            _ if tls_reason(io, url).is_some() => tls_reason(io, url).unwrap_or_default(),
             _ if url.tls.is_some() && io.to_string().to_lowercase().contains("message") => format!(
                 "TLS handshake failed at {}:{} ({}); is that an amqps port (usually 5671)?",
                 url.host,
@@ -299,8 +295,8 @@ fn connect_reason(e: &lapin::Error, url: &BrokerUrl) -> String {
 }
 
 fn tls_reason(io: &std::io::Error, url: &BrokerUrl) -> Option<String> {
-    let options = url.tls.as_ref()?;
-    tls::handshake_reason(&io.to_string(), &url.host, options)
+    let tls = url.tls.as_ref()?;
+    tls::handshake_reason(&io.to_string(), &url.host, &tls.options)
 }
 
 /// A lapin error in a few words, for one-line messages.
