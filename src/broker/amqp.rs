@@ -11,6 +11,13 @@ use super::{amqp_error, Broker};
 use crate::error::{Error, Result};
 use crate::topology::{ArgValue, BindingSpec, ExchangeSpec, QueueSpec};
 
+/// How long a quorum queue's leader has to answer a passive declare's count before the broker
+/// answers 0 instead (rabbit_quorum_queue:stat/1).
+const QUORUM_STAT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long [`Broker::probe_queue`] asks again after such a 0.
+const BUSY_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the broker said to one declare or probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply<T> {
@@ -89,7 +96,25 @@ impl Broker {
     }
 
     /// Passive declare: the queue's counts, or NotFound. Never creates anything.
+    /// A quorum queue's passive declare answers 0 messages and 0 consumers when its leader does
+    /// not answer within 250 ms (rabbit_quorum_queue:stat/2, 3.10 to 4.3), e.g. while it is
+    /// still requeuing 100,000 messages given back by the previous command: such a 0 is not an
+    /// empty queue. A 0/0 that took that long is asked again, for at most [`BUSY_LEADER_WAIT`].
     pub async fn probe_queue(&self, name: &str) -> Result<Reply<QueueCounts>> {
+        let deadline = tokio::time::Instant::now() + BUSY_LEADER_WAIT;
+        loop {
+            let asked = tokio::time::Instant::now();
+            let reply = self.probe_queue_once(name).await?;
+            let maybe_busy = matches!(&reply, Reply::Ok(c) if c.messages == 0 && c.consumers == 0)
+                && asked.elapsed() >= QUORUM_STAT_TIMEOUT;
+            if !maybe_busy || tokio::time::Instant::now() >= deadline {
+                return Ok(reply);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn probe_queue_once(&self, name: &str) -> Result<Reply<QueueCounts>> {
         let name = short(name)?;
         let needs = format!("access to queue '{}'", name.as_str());
         self.on_throwaway(&needs, |ch| async move {
