@@ -73,6 +73,14 @@ pub fn progress(settings: &Settings, total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A line on stderr while a command runs (e.g. that it is reconnecting), unless --quiet:
+/// sanitised, one line.
+pub fn note(settings: &Settings, text: &str) {
+    if !settings.quiet {
+        eprintln!("note: {}", crate::sanitize::line(text));
+    }
+}
+
 /// Whether text written to stderr may be coloured: stderr is a terminal and colour is not
 /// turned off (--no-color, NO_COLOR).
 pub fn stderr_color(settings: &Settings) -> bool {

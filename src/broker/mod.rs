@@ -18,6 +18,9 @@ use crate::util::redact_url;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Between two rounds of reconnecting through the URL list.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
 /// What dlq needs to know of a broker URL, parsed before anything connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -137,6 +140,43 @@ impl Broker {
             message,
             cause: (!last_cause.is_empty()).then_some(redact_secrets(&last_cause, urls)),
         })
+    }
+
+    /// Tries the URLs again, round after round, until one answers or `deadline` passes (a
+    /// replay that lost its connection goes on through another node of a cluster).
+    pub async fn reconnect(
+        urls: &[String],
+        purpose: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Broker> {
+        let mut last = Error::runtime("no broker answered");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(last);
+            }
+            match tokio::time::timeout(left, Broker::connect(urls, purpose)).await {
+                Ok(Ok(broker)) => return Ok(broker),
+                Ok(Err(e @ Error::Usage(_))) => return Err(e),
+                Ok(Err(e)) => last = e,
+                Err(_) => return Err(last),
+            }
+            tokio::time::sleep(RECONNECT_PAUSE.min(left)).await;
+        }
+    }
+
+    /// Whether the connection itself is gone (closed by the broker, reset, timed out), as
+    /// opposed to an error on one channel while the connection is still up.
+    pub fn is_lost(&self) -> bool {
+        !self.connection.status().connected()
+    }
+
+    /// The error for a connection found closed (e.g. a consumer's stream that ended with it).
+    pub fn closed(&self) -> Error {
+        Error::runtime(format!(
+            "lost the connection to {}: the connection was closed",
+            self.url.redacted()
+        ))
     }
 
     pub async fn channel(&self) -> Result<lapin::Channel> {

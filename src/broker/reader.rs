@@ -18,6 +18,7 @@
 //! caller keeps a message within `quorum::MARGIN` of the limit, reads nothing more.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
@@ -75,6 +76,8 @@ pub enum Shortfall {
     RanOut,
     /// The broker cancelled the consumer: the queue was deleted.
     Cancelled,
+    /// After a lost connection, the messages it held did not come back within this wait.
+    NotGivenBack(Duration),
     /// A kept message is within `quorum::MARGIN` of the queue's delivery-limit: reading on
     /// would risk dropping messages.
     NearLimit {
@@ -89,6 +92,10 @@ impl Shortfall {
         match self {
             Shortfall::RanOut => "another consumer took them".into(),
             Shortfall::Cancelled => "the queue was deleted".into(),
+            Shortfall::NotGivenBack(waited) => format!(
+                "the broker did not give back, within {} s, what the lost connection held (another consumer may have taken them)",
+                waited.as_secs()
+            ),
             Shortfall::NearLimit {
                 position,
                 delivery_count,
@@ -122,6 +129,46 @@ pub struct QueueReader<'b> {
     shortfall: Option<Shortfall>,
     /// Guarded mode: the delivery-limit to keep clear of.
     guard: Option<i64>,
+    /// After a lost connection: what is left, and since when the queue has been empty.
+    resume: Option<Left>,
+    dry_since: Option<tokio::time::Instant>,
+}
+
+/// What is left to look at after a lost connection. An ack is never confirmed by the broker, so
+/// the acks sent just before the loss may or may not have taken effect: the messages left of
+/// those present at the start are at least `at_least` (none of the acks was lost) and at most
+/// `at_most` (all of the last connection's acks were lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub at_least: u64,
+    pub at_most: u64,
+    /// How long an empty queue is waited for while fewer than `at_least` were looked at: what the
+    /// lost connection held comes back when the broker lets it go (a 4.x quorum queue whose
+    /// consumer's node went down: after its consumer-disconnected timeout, 60 s by default).
+    pub patience: Duration,
+}
+
+/// What an empty queue means for a read that looked at `seen` messages, empty for `dry_for`
+/// (pure). After a lost connection, enough looked at is the end: the rest of `at_most` were
+/// acked after all.
+fn dry_verdict(seen: u64, left: Option<Left>, dry_for: Duration) -> Dry {
+    match left {
+        None => Dry::Short(Shortfall::RanOut),
+        Some(l) if seen >= l.at_least => Dry::Done,
+        Some(l) if dry_for < l.patience => Dry::Wait,
+        Some(l) => Dry::Short(Shortfall::NotGivenBack(l.patience)),
+    }
+}
+
+/// What an empty queue means for the read.
+#[derive(Debug, PartialEq, Eq)]
+enum Dry {
+    /// Everything there was to look at was looked at.
+    Done,
+    /// Messages the lost connection held may still come back: wait.
+    Wait,
+    /// Fewer than were present were looked at.
+    Short(Shortfall),
 }
 
 impl<'b> QueueReader<'b> {
@@ -133,7 +180,20 @@ impl<'b> QueueReader<'b> {
         queue: &str,
         guard: Option<i64>,
     ) -> Result<QueueReader<'b>> {
-        let depth = u64::from(browse::open_queue(broker, queue).await?.messages);
+        QueueReader::open_resuming(broker, queue, guard, None).await
+    }
+
+    /// A reader that goes on after a lost connection with what is `left`: it reads what is ready,
+    /// up to `left.at_most`, and waits for what the lost connection held while fewer than
+    /// `left.at_least` were looked at (see [`Left`]).
+    pub async fn open_resuming(
+        broker: &'b Broker,
+        queue: &str,
+        guard: Option<i64>,
+        left: Option<Left>,
+    ) -> Result<QueueReader<'b>> {
+        let ready = u64::from(browse::open_queue(broker, queue).await?.messages);
+        let depth = left.map_or(ready, |l| l.at_most.max(l.at_least));
         let mut reader = QueueReader {
             broker,
             queue: queue.to_string(),
@@ -145,6 +205,8 @@ impl<'b> QueueReader<'b> {
             budget: Budget::for_size(4096),
             shortfall: None,
             guard,
+            resume: left,
+            dry_since: None,
         };
         if depth > 0 {
             reader.open_segment().await?;
@@ -202,13 +264,17 @@ impl<'b> QueueReader<'b> {
             };
             match tokio::time::timeout(IDLE, next(consumer)).await {
                 Ok(Some(Ok(d))) => {
+                    self.dry_since = None;
                     let handle = self.took(index, &d, None);
                     return Ok(Some((self.seen, d, handle)));
                 }
                 Ok(Some(Err(e))) => return Err(self.broker.lost(e)),
                 Ok(None) => {
                     // The stream ends after a cancel: ours (go on with the next segment) or the
-                    // broker's (the queue is gone).
+                    // broker's (the queue is gone); or with the connection.
+                    if self.broker.is_lost() {
+                        return Err(self.broker.closed());
+                    }
                     self.segments[index].consumer = None;
                     if index + 1 < self.segments.len() {
                         self.reading += 1;
@@ -219,8 +285,14 @@ impl<'b> QueueReader<'b> {
                 }
                 Err(_idle) => {
                     if self.nothing_left().await? {
-                        self.shortfall = Some(Shortfall::RanOut);
-                        return Ok(None);
+                        match self.dry() {
+                            Dry::Wait => {}
+                            Dry::Done => return Ok(None),
+                            Dry::Short(why) => {
+                                self.shortfall = Some(why);
+                                return Ok(None);
+                            }
+                        }
                     }
                 }
             }
@@ -230,12 +302,20 @@ impl<'b> QueueReader<'b> {
     /// Guarded mode: one basic.get on the current segment's channel.
     async fn fetch(&mut self, limit: i64) -> Result<Option<(u64, Delivery, Handle)>> {
         let index = self.segments.len() - 1;
-        let Some(d) =
-            browse::get_one(self.broker, &self.segments[index].channel, &self.queue).await?
-        else {
-            self.shortfall = Some(Shortfall::RanOut);
-            return Ok(None);
+        let d = loop {
+            match browse::get_one(self.broker, &self.segments[index].channel, &self.queue).await? {
+                Some(d) => break d,
+                None => match self.dry() {
+                    Dry::Wait => tokio::time::sleep(IDLE / 4).await,
+                    Dry::Done => return Ok(None),
+                    Dry::Short(why) => {
+                        self.shortfall = Some(why);
+                        return Ok(None);
+                    }
+                },
+            }
         };
+        self.dry_since = None;
         let count = quorum::delivery_count(d.properties.headers().as_ref());
         let near_limit =
             quorum::near_limit(count, limit).then(|| (self.seen + 1, count.unwrap_or(0)));
@@ -253,6 +333,18 @@ impl<'b> QueueReader<'b> {
             tag: d.delivery_tag,
             near_limit,
         }
+    }
+
+    /// The queue has nothing ready for us: the end, a wait, or a shortfall.
+    fn dry(&mut self) -> Dry {
+        let since = *self.dry_since.get_or_insert_with(tokio::time::Instant::now);
+        let verdict = dry_verdict(self.seen, self.resume, since.elapsed());
+        match (&verdict, self.resume) {
+            (Dry::Done, _) => self.depth = self.seen,
+            (Dry::Short(_), Some(left)) => self.depth = left.at_least,
+            _ => {}
+        }
+        verdict
     }
 
     /// After a quiet spell: is anything still ready for us? Deliveries already buffered on a
@@ -400,6 +492,25 @@ impl<'b> QueueReader<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_queue_ends_a_read_unless_a_lost_connection_may_still_give_some_back() {
+        let left = Some(Left {
+            at_least: 100,
+            at_most: 612,
+            patience: Duration::from_secs(90),
+        });
+        let s = Duration::from_secs;
+        assert_eq!(dry_verdict(40, None, s(0)), Dry::Short(Shortfall::RanOut));
+        assert_eq!(dry_verdict(40, left, s(89)), Dry::Wait);
+        assert_eq!(
+            dry_verdict(40, left, s(90)),
+            Dry::Short(Shortfall::NotGivenBack(s(90)))
+        );
+        // Enough looked at: the other acks of the lost connection had taken effect.
+        assert_eq!(dry_verdict(100, left, s(0)), Dry::Done);
+        assert_eq!(dry_verdict(300, left, s(0)), Dry::Done);
+    }
 
     #[test]
     fn small_messages_get_a_deep_prefetch_and_big_ones_a_shallow_one() {

@@ -214,6 +214,9 @@ pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     let mut reader = QueueReader::open(&broker, &source.queue, guard).await?;
     let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
     let bar = ui::progress(settings, budget, "exporting");
+    // Held until the report is returned: a Ctrl-C while the read is given back and the
+    // connection closed must not end the process without the report.
+    let _armed = crate::interrupt::arm();
     let result = export(
         &mut reader,
         file,

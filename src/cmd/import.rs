@@ -161,6 +161,8 @@ pub async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>>
     }
     let bar = ui::progress(settings, count, "importing");
     let mut progress = Progress::default();
+    // Held until the report is returned (see export).
+    let _armed = crate::interrupt::arm();
     let result = publish_all(&broker, a, &mut report, &mut progress, &bar).await;
     bar.finish_and_clear();
     broker.close().await;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::source::{resolve, Source};
 use crate::broker::amqp::Reply;
 use crate::broker::publisher::{ConfirmedPublisher, Settled, SizeCheck};
-use crate::broker::reader::{Handle, QueueReader};
+use crate::broker::reader::{Handle, Left, QueueReader};
 use crate::broker::Broker;
 use crate::cli::ReplayArgs;
 use crate::error::{Error, Outcome, Result};
@@ -80,6 +80,43 @@ pub struct ReplayReport {
     pub changed: Option<u64>,
     pub interrupted: bool,
     pub seconds: f64,
+    /// Messages in the source queue when the move started: what it set out to look at.
+    pub depth: u64,
+    /// Each time the connection was lost and the move went on through the --url list.
+    pub reconnects: Vec<Reconnect>,
+}
+
+/// A lost connection the move survived.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconnect {
+    /// The URL whose connection was lost (password as `***`).
+    pub lost: String,
+    /// Why, in one line.
+    pub reason: String,
+    /// The URL the move went on through.
+    pub to: String,
+    /// From the loss to the new connection.
+    pub seconds: f64,
+}
+
+/// How long a replay goes on trying the --url list after losing its connection (contract
+/// section 4), before it stops with exit 1.
+pub const RECONNECT_WITHIN: Duration = Duration::from_secs(30);
+
+/// After a reconnect, how long an empty queue is waited for the messages the lost connection
+/// held: a 4.x quorum queue gives back what a consumer on a lost node held only after its
+/// consumer-disconnected timeout (60 s by default, `consumer_disconnected_timeout`).
+pub const GIVE_BACK_WAIT: Duration = Duration::from_secs(90);
+
+/// A run that loses its connection this many times stops.
+const MAX_RECONNECTS: usize = 10;
+
+/// Where a pass of the move starts after a reconnect: what is left of the messages present at
+/// the start, and of `--limit`.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    left: Left,
+    limit: Option<u64>,
 }
 
 impl ReplayReport {
@@ -149,16 +186,17 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
         changed: transform.as_ref().map(|_| 0),
         interrupted: false,
         seconds: 0.0,
+        depth: 0,
+        reconnects: Vec::new(),
     };
-    let mut ctx = Plan {
-        broker: &broker,
-        queue: &source.queue,
-        destination: &destination,
-        transform: transform.as_ref(),
-        origins: &mut origins,
+    let mut ctx = Plan::new(
+        &broker,
+        &source.queue,
+        &destination,
+        transform.as_ref(),
+        &mut origins,
         guard,
-        sizes: SizeCheck::default(),
-    };
+    );
     if a.dry_run || consent == Some(ui::Consent::Ask) {
         survey(&mut ctx, a.limit, filter.as_ref(), &mut report).await?;
         if a.dry_run {
@@ -189,8 +227,47 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
         report.first_transform_error = None;
         report.changed = report.changed.map(|_| 0);
     }
+    // Held until the report is returned (see export).
+    let _armed = crate::interrupt::arm();
     let started = Instant::now();
-    let result = move_messages(&mut ctx, settings, a, filter.as_ref(), &mut report).await;
+    let mut resume = None;
+    let mut broker = broker;
+    let result = loop {
+        let mut ctx = Plan::new(
+            &broker,
+            &source.queue,
+            &destination,
+            transform.as_ref(),
+            &mut origins,
+            guard,
+        );
+        let before = report.counts.replayed;
+        let pass = move_messages(&mut ctx, settings, a, filter.as_ref(), &mut report, resume);
+        let Err(e) = pass.await else { break Ok(()) };
+        let may_go_on = broker.is_lost()
+            && !report.interrupted
+            && report.problem.is_none()
+            && report.reconnects.len() < MAX_RECONNECTS;
+        if !may_go_on {
+            break Err(e);
+        }
+        match reconnect(settings, &broker, &source.queue, &e, &mut report).await {
+            Ok(Some(b)) => broker = b,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        // Every ack sent may have been lost with the connection: the acks of the pass that
+        // died widen what is left by up to as many messages.
+        let at_least = report.depth.saturating_sub(report.counts.replayed);
+        resume = Some(Resume {
+            left: Left {
+                at_least,
+                at_most: at_least + (report.counts.replayed - before),
+                patience: GIVE_BACK_WAIT,
+            },
+            limit: a.limit.map(|l| l.saturating_sub(report.counts.replayed)),
+        });
+    };
     report.seconds = started.elapsed().as_secs_f64();
     broker.close().await;
     match result {
@@ -206,6 +283,66 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
             cause: e.cause().map(str::to_string),
         }),
     }
+}
+
+/// After a lost connection: a new one through the --url list within [`RECONNECT_WITHIN`],
+/// recorded in the report, whose per-pass counts start again (what stayed is looked at again).
+/// `Ok(None)`: Ctrl-C while reconnecting (nothing is in flight: the report says what was done).
+async fn reconnect(
+    settings: &Settings,
+    lost: &Broker,
+    queue: &str,
+    error: &Error,
+    report: &mut ReplayReport,
+) -> Result<Option<Broker>> {
+    let lost_at = tokio::time::Instant::now();
+    ui::note(
+        settings,
+        &format!(
+            "{}; reconnecting through --url (up to {} s)",
+            error.message(),
+            RECONNECT_WITHIN.as_secs()
+        ),
+    );
+    let _armed = crate::interrupt::arm();
+    let purpose = format!("replay {queue}");
+    let attempt = Broker::reconnect(&settings.urls, &purpose, lost_at + RECONNECT_WITHIN);
+    let broker = tokio::select! {
+        biased;
+        _ = crate::interrupt::interrupted() => {
+            report.interrupted = true;
+            return Ok(None);
+        }
+        b = attempt => b,
+    };
+    let broker = broker.map_err(|why| Error::Runtime {
+        message: format!(
+            "{}; no broker of --url answered within {} s (last: {})",
+            error.message(),
+            RECONNECT_WITHIN.as_secs(),
+            why.message()
+        ),
+        cause: error.cause().map(str::to_string),
+    })?;
+    let seconds = lost_at.elapsed().as_secs_f64();
+    ui::note(
+        settings,
+        &format!(
+            "reconnected to {} after {seconds:.1} s; going on (what the lost connection held comes back when the broker lets it go: on a quorum queue up to 60 s after the node was lost)",
+            broker.url.redacted()
+        ),
+    );
+    report.reconnects.push(Reconnect {
+        lost: lost.url.redacted(),
+        reason: error.message().to_string(),
+        to: broker.url.redacted(),
+        seconds,
+    });
+    report.counts.kept = 0;
+    report.counts.failed = 0;
+    report.filter_errors = 0;
+    report.transform_errors = 0;
+    Ok(Some(broker))
 }
 
 /// Which origin queues exist, asked once each.
@@ -271,7 +408,26 @@ enum Stay {
     TooLarge(String),
 }
 
-impl Plan<'_, '_> {
+impl<'a, 'b> Plan<'a, 'b> {
+    fn new(
+        broker: &'b Broker,
+        queue: &'a str,
+        destination: &'a Destination,
+        transform: Option<&'a Filter>,
+        origins: &'a mut Origins,
+        guard: Option<i64>,
+    ) -> Self {
+        Plan {
+            broker,
+            queue,
+            destination,
+            transform,
+            origins,
+            guard,
+            sizes: SizeCheck::default(),
+        }
+    }
+
     /// Decides the copy of a matching message, or why it stays where it is.
     async fn copy(&mut self, pos: u64, d: &Delivery) -> Result<std::result::Result<Copy, Stay>> {
         let mut change = None;
@@ -464,17 +620,23 @@ async fn move_messages(
     a: &ReplayArgs,
     filter: Option<&Filter>,
     report: &mut ReplayReport,
+    resume: Option<Resume>,
 ) -> Result<()> {
     let (broker, queue) = (ctx.broker, ctx.queue);
+    let limit = resume.map_or(a.limit, |r| r.limit);
     // Only a run that may leave messages in place needs the guard (and its slower reads).
     let keeps = filter.is_some()
         || ctx.transform.is_some()
         || a.limit.is_some()
         || matches!(ctx.destination, Destination::Origin);
     let guard = ctx.guard.filter(|_| keeps);
-    let mut reader = QueueReader::open(broker, queue, guard).await?;
+    let left = resume.map(|r| r.left);
+    let mut reader = QueueReader::open_resuming(broker, queue, guard, left).await?;
+    if resume.is_none() {
+        report.depth = reader.depth;
+    }
     let mut publisher = ConfirmedPublisher::open(broker, reader.budget().in_flight).await?;
-    let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
+    let budget = limit.map_or(reader.depth, |l| l.min(reader.depth));
     let bar = ui::progress(settings, budget, "replaying");
     let pace = a.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let started = tokio::time::Instant::now();
@@ -483,7 +645,7 @@ async fn move_messages(
     tokio::pin!(ctrl_c);
     let mut published: u64 = 0;
     let mut matched: u64 = 0;
-    while report.problem.is_none() && a.limit.is_none_or(|l| matched < l) {
+    while report.problem.is_none() && limit.is_none_or(|l| matched < l) {
         publisher.set_window(reader.budget().in_flight);
         let quiet = publisher.in_flight() > 0;
         let next = tokio::select! {
@@ -501,7 +663,7 @@ async fn move_messages(
         };
         let Some((pos, d, handle)) = next else { break };
         if !selected(filter, queue, pos, &d, &mut report.filter_errors) {
-            bar.inc(u64::from(a.limit.is_none()));
+            bar.inc(u64::from(limit.is_none()));
             report.counts.kept += 1;
             reader.keep(handle).await?;
             continue;
@@ -534,7 +696,7 @@ async fn move_messages(
             "the broker returned a copy dlq could not pair with its message ({why}); check the destination queues"
         ));
     }
-    if !report.interrupted && a.limit.is_none_or(|l| matched < l) {
+    if !report.interrupted && limit.is_none_or(|l| matched < l) {
         note_shortfall(&reader, report);
     }
     bar.finish_and_clear();

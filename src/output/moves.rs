@@ -74,6 +74,9 @@ impl Report for ReplayReport {
             "kept": self.counts.kept,
             "failed": self.counts.failed,
         });
+        if !self.reconnects.is_empty() {
+            v["reconnects"] = json!(self.reconnects);
+        }
         if self.dry_run {
             v["dry_run"] = json!(true);
             v["preview"] = json!(self.preview);
@@ -104,8 +107,13 @@ impl Report for ReplayReport {
         } else {
             String::new()
         };
+        let reconnected = match self.reconnects.len() {
+            0 => String::new(),
+            1 => "; reconnected once".to_string(),
+            n => format!("; reconnected {n} times"),
+        };
         format!(
-            "replayed {}, kept {}, failed {}{rate}",
+            "replayed {}, kept {}, failed {}{rate}{reconnected}",
             c.replayed, c.kept, c.failed
         )
     }
@@ -123,6 +131,14 @@ impl Report for ReplayReport {
                 "the transform failed on {} message(s), which stay in place; first: {}",
                 self.transform_errors,
                 for_terminal(first)
+            ));
+        }
+        for r in &self.reconnects {
+            notes.push(format!(
+                "{}; went on through {} after {:.1} s: copies in flight then may have been published twice",
+                for_terminal(&r.reason),
+                r.to,
+                r.seconds
             ));
         }
         if !self.dry_run && !self.declined && !self.preview.is_empty() {
@@ -297,6 +313,8 @@ mod tests {
             changed: None,
             interrupted: false,
             seconds: 0.0,
+            depth: 0,
+            reconnects: Vec::new(),
         }
     }
 
@@ -311,6 +329,28 @@ mod tests {
             r.to_json(),
             json!({"replayed": 30, "kept": 70, "failed": 0})
         );
+        assert_eq!(Report::outcome(&r), Outcome::Success);
+    }
+
+    #[test]
+    fn a_reconnect_is_in_the_summary_the_json_and_a_note() {
+        let mut r = report();
+        r.counts.replayed = 20_000;
+        r.reconnects.push(crate::cmd::replay::Reconnect {
+            lost: "amqp://u:***@n1:5672/%2f".into(),
+            reason: "lost the connection to amqp://u:***@n1:5672/%2f: connection reset by peer"
+                .into(),
+            to: "amqp://u:***@n2:5672/%2f".into(),
+            seconds: 0.25,
+        });
+        assert!(r
+            .to_table(&Style { color: false })
+            .ends_with("; reconnected once"));
+        assert_eq!(
+            r.to_json()["reconnects"][0]["to"],
+            "amqp://u:***@n2:5672/%2f"
+        );
+        assert!(r.notes()[0].contains("went on through amqp://u:***@n2:5672/%2f after 0.2 s"));
         assert_eq!(Report::outcome(&r), Outcome::Success);
     }
 

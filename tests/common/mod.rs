@@ -233,6 +233,13 @@ pub async fn drain(conn: &Connection, queue: &str) -> Vec<lapin::message::Delive
 /// The ready count of a queue, read over AMQP (the management API's counts lag by seconds).
 pub async fn amqp_count(queue: &str) -> u64 {
     let conn = connect().await;
+    let n = ready_on(&conn, queue).await;
+    let _ = conn.close(200, "ok".into()).await;
+    n
+}
+
+/// The ready count of a queue, over this connection.
+pub async fn ready_on(conn: &Connection, queue: &str) -> u64 {
     let ch = conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(
@@ -245,7 +252,7 @@ pub async fn amqp_count(queue: &str) -> u64 {
         )
         .await
         .unwrap();
-    let _ = conn.close(200, "ok".into()).await;
+    let _ = ch.close(200, "ok".into()).await;
     q.message_count() as u64
 }
 
