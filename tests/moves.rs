@@ -272,8 +272,22 @@ async fn a_worker_failing_everything_during_replay_gets_each_message_replayed_on
 }
 
 #[tokio::test]
-async fn a_connection_closed_by_the_broker_mid_replay_loses_nothing_and_a_second_run_finishes() {
+/// The replay's user is deleted mid-run: the broker closes its connection and refuses every
+/// reconnect, so after 30 s of trying dlq stops with exit 1, saying how many it moved; nothing
+/// is lost and a second run (another user) finishes.
+async fn a_replay_that_cannot_reconnect_within_30_s_stops_losing_nothing_and_a_second_run_finishes()
+{
     let scope = Scope::new("killconn");
+    let user = format!("dlqu{}", random_suffix());
+    api_put(
+        &format!("users/{}", enc(&user)),
+        serde_json::json!({"password": "pw", "tags": "management"}),
+    );
+    api_put(
+        &format!("permissions/%2F/{}", enc(&user)),
+        serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+    );
+    let url = format!("amqp://{}:pw@127.0.0.1:5672/%2f", enc(&user));
     let src = scope.name("src");
     let dst = scope.name("dst");
     let conn = connect().await;
@@ -298,42 +312,31 @@ async fn a_connection_closed_by_the_broker_mid_replay_loses_nothing_and_a_second
         // The rate keeps the run long enough to be cut in the middle.
         dlq(&scope2)
             .args([
-                "replay", "--queue", &s2, "--to", &d2, "--rate", "4000", "--yes",
+                "--url", &url, "replay", "--queue", &s2, "--to", &d2, "--rate", "4000", "--yes",
             ])
             .output()
             .unwrap()
     });
-    // Find the replay's connection and close it through the management API.
+    // Delete the user once a thousand have moved: its connection is closed, and no reconnect
+    // is let in.
     let mut closed = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let moved = amqp_count(&dst).await;
-        if moved < 1000 {
-            continue;
-        }
-        if let Ok(Some(Value::Array(conns))) = api_get("connections?columns=name,client_properties")
-        {
-            for c in conns {
-                let cname = c["client_properties"]["connection_name"]
-                    .as_str()
-                    .unwrap_or("");
-                if cname.contains(&scope.prefix) {
-                    api_delete(&format!("connections/{}", enc(c["name"].as_str().unwrap())));
-                    closed = true;
-                }
-            }
-        }
-        if closed {
+        if amqp_count(&dst).await >= 1000 {
+            api_delete(&format!("users/{}", enc(&user)));
+            closed = true;
             break;
         }
     }
-    assert!(closed, "found the replay's connection");
+    assert!(closed, "the replay started");
     let out = run.await.unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("stopped after replaying"),
-        "{}",
-        stderr(&out)
+        err.contains("no broker of --url answered within 30 s")
+            && err.contains("stopped after replaying")
+            && err.contains("run the command again"),
+        "{err}"
     );
 
     // Every id is in the source or the destination.

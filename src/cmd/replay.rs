@@ -317,12 +317,11 @@ async fn reconnect(
     };
     let broker = broker.map_err(|why| Error::Runtime {
         message: format!(
-            "{}; no broker of --url answered within {} s (last: {})",
+            "{}; no broker of --url answered within {} s",
             error.message(),
-            RECONNECT_WITHIN.as_secs(),
-            why.message()
+            RECONNECT_WITHIN.as_secs()
         ),
-        cause: error.cause().map(str::to_string),
+        cause: Some(format!("last attempt: {}", why.message())),
     })?;
     let seconds = lost_at.elapsed().as_secs_f64();
     ui::note(
