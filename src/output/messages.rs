@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::{new_table, Report, Style};
 use crate::cli::OutputFormat;
-use crate::cmd::list::{BrowseReport, GroupReport};
 use crate::error::Outcome;
+use crate::report::browse::{BrowseReport, GroupReport};
 use crate::sanitize::for_terminal;
 use crate::settings::Settings;
 
