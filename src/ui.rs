@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::OutputFormat;
 use crate::error::{Error, Result};
+use crate::output::OutputFormat;
 use crate::settings::Settings;
 
 /// Whether a person can answer a prompt: stdin AND stderr are terminals. (dialoguer only checks
