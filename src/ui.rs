@@ -81,6 +81,12 @@ pub fn note(settings: &Settings, text: &str) {
     }
 }
 
+/// Shows what a command is about to do (e.g. a replay's preview, before its confirmation) on
+/// stderr, as given: the text is already rendered and sanitised by the output layer.
+pub fn show_preview(text: &str) {
+    eprintln!("{text}");
+}
+
 /// Whether text written to stderr may be coloured: stderr is a terminal and colour is not
 /// turned off (--no-color, NO_COLOR).
 pub fn stderr_color(settings: &Settings) -> bool {

@@ -114,10 +114,10 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
             broker.close().await;
             return Ok(Box::new(report));
         }
-        eprintln!(
-            "{}",
-            crate::output::moves::preview_text(&report, ui::stderr_color(settings))
-        );
+        ui::show_preview(&crate::output::moves::preview_text(
+            &report,
+            ui::stderr_color(settings),
+        ));
         let question = format!(
             "Replay {} message(s) from \"{}\" to {}?",
             report.counts.replayed,
