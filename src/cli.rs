@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
 
 /// Shown by `dlq --help` and in the man page.
 const EXAMPLES: &str = "Examples:
@@ -101,16 +103,6 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub management_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Human-readable tables
-    Table,
-    /// One JSON document
-    Json,
-    /// One JSON object per line
-    Jsonl,
 }
 
 #[derive(Debug, Subcommand)]

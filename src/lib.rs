@@ -12,6 +12,7 @@ pub mod json;
 pub mod message;
 pub mod output;
 pub mod replay;
+pub mod report;
 pub mod retry;
 pub mod sanitize;
 pub mod settings;

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::OutputFormat;
 use crate::error::{Error, Result};
+use crate::output::OutputFormat;
 use crate::settings::Settings;
 
 /// Whether a person can answer a prompt: stdin AND stderr are terminals. (dialoguer only checks
@@ -79,6 +79,12 @@ pub fn note(settings: &Settings, text: &str) {
     if !settings.quiet {
         eprintln!("note: {}", crate::sanitize::line(text));
     }
+}
+
+/// Shows what a command is about to do (e.g. a replay's preview, before its confirmation) on
+/// stderr, as given: the text is already rendered and sanitised by the output layer.
+pub fn show_preview(text: &str) {
+    eprintln!("{text}");
 }
 
 /// Whether text written to stderr may be coloured: stderr is a terminal and colour is not

@@ -3,50 +3,23 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::source::resolve;
 use crate::broker::reader::{Handle, QueueReader};
 use crate::broker::Broker;
 use crate::cli::ExportArgs;
-use crate::error::{Error, Outcome, Result};
+use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::message::{to_json, MessageView};
 use crate::output::Report;
+use crate::report::moves::ExportReport;
 use crate::settings::Settings;
 use crate::ui;
 use crate::util::io_reason;
 
 /// Lines written before one fsync and the acks it allows.
 const BATCH: usize = 256;
-
-pub struct ExportReport {
-    pub queue: String,
-    pub file: PathBuf,
-    pub exported: u64,
-    pub removed: u64,
-    pub kept: u64,
-    pub filter_errors: u64,
-    pub declined: bool,
-    pub remove: bool,
-    pub interrupted: bool,
-    /// Why the run stopped early or looked at fewer messages than it set out to.
-    pub problem: Option<String>,
-    /// What was done to a torn last line left by an earlier, killed export.
-    pub repaired_tail: Option<String>,
-}
-
-impl ExportReport {
-    pub fn outcome(&self) -> Outcome {
-        if self.interrupted {
-            Outcome::Interrupted
-        } else if self.problem.is_some() {
-            Outcome::PartialFailure
-        } else {
-            Outcome::Success
-        }
-    }
-}
 
 /// The file, opened to append: created when absent, never truncated.
 fn open_for_append(path: &Path) -> Result<File> {

@@ -3,39 +3,19 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::broker::amqp::Reply;
 use crate::broker::publisher::{ConfirmedPublisher, Settled, SizeCheck, UNCHECKED_SIZE};
 use crate::broker::Broker;
 use crate::cli::ImportArgs;
-use crate::error::{Error, Outcome, Result};
+use crate::error::{Error, Result};
 use crate::message::record_from_json;
 use crate::output::Report;
+use crate::report::moves::ImportReport;
 use crate::settings::Settings;
 use crate::ui;
 use crate::util::io_reason;
-
-pub struct ImportReport {
-    pub file: PathBuf,
-    pub queue: String,
-    pub imported: u64,
-    pub records: u64,
-    pub declined: bool,
-    pub interrupted: bool,
-    /// The first line not known to be published, when the run stopped before the end.
-    pub resume_line: Option<u64>,
-}
-
-impl ImportReport {
-    pub fn outcome(&self) -> Outcome {
-        if self.interrupted {
-            Outcome::Interrupted
-        } else {
-            Outcome::Success
-        }
-    }
-}
 
 fn open(path: &Path) -> Result<BufReader<File>> {
     File::open(path)

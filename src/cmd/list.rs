@@ -18,22 +18,9 @@ use crate::filter::Filter;
 use crate::message::{to_json, MessageView};
 use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
+use crate::report::browse::{BrowseReport, GroupReport};
 use crate::settings::Settings;
 use crate::util::printable;
-
-/// What a streaming command leaves for the end: its rows were already written by a sink.
-pub struct BrowseReport {
-    pub notes: Vec<String>,
-    /// Set when the command did not do everything asked (exit 1), e.g. the broker cancelled it.
-    pub problem: Option<String>,
-}
-
-/// `--group-by`: one row per distinct value, biggest count first.
-pub struct GroupReport {
-    pub expression: String,
-    pub groups: Vec<(Value, u64)>,
-    pub notes: Vec<String>,
-}
 
 /// A queue opened for a read that leaves its messages in place.
 pub struct Opened {

@@ -8,15 +8,14 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::list::{
-    end_stream, near_limit_problem, open_source, output_error, BrowseReport, Opened, Selection,
-};
+use super::list::{end_stream, near_limit_problem, open_source, output_error, Opened, Selection};
 use crate::broker::browse::{self, Hold, Removal};
 use crate::broker::quorum;
 use crate::cli::PeekArgs;
 use crate::error::{Error, Result};
 use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
+use crate::report::browse::BrowseReport;
 use crate::settings::Settings;
 use crate::ui::{self, Consent};
 use crate::util::{io_reason, printable};

@@ -6,14 +6,9 @@ use crate::broker::Broker;
 use crate::cli::PurgeArgs;
 use crate::error::{Error, Result};
 use crate::output::Report;
+use crate::report::moves::PurgeReport;
 use crate::settings::Settings;
 use crate::ui;
-
-pub struct PurgeReport {
-    pub queue: String,
-    pub purged: u64,
-    pub declined: bool,
-}
 
 pub async fn run(a: &PurgeArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let source = resolve(&a.source, settings)?;

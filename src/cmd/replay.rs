@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::BasicProperties;
-use serde::Serialize;
 
 use super::source::{resolve, Source};
 use crate::broker::amqp::Reply;
@@ -14,90 +13,14 @@ use crate::broker::publisher::{ConfirmedPublisher, Settled, SizeCheck};
 use crate::broker::reader::{Handle, Left, QueueReader};
 use crate::broker::Broker;
 use crate::cli::ReplayArgs;
-use crate::error::{Error, Outcome, Result};
+use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::message::{failure, to_json, MessageView};
 use crate::output::Report;
 use crate::replay::replay_headers;
+use crate::report::moves::{Counts, Destination, PreviewRow, Reconnect, ReplayReport};
 use crate::settings::Settings;
 use crate::ui;
-
-/// Where copies go: one queue, or each message's own origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    Queue(String),
-    Origin,
-}
-
-impl Destination {
-    pub fn describe(&self) -> String {
-        match self {
-            Destination::Queue(q) => format!("\"{q}\""),
-            Destination::Origin => "each message's origin queue".to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub replayed: u64,
-    pub kept: u64,
-    pub failed: u64,
-}
-
-/// A few of the messages a dry run or a confirmation shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct PreviewRow {
-    pub position: u64,
-    pub message_id: Option<String>,
-    pub destination: Option<String>,
-    pub failure: Option<String>,
-    /// With --transform: one line per changed field.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub changes: Option<Vec<String>>,
-    /// With --transform: the message before and the transform's output.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub before: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<serde_json::Value>,
-}
-
-pub struct ReplayReport {
-    pub source: String,
-    pub destination: Destination,
-    pub counts: Counts,
-    pub dry_run: bool,
-    /// The user answered no: nothing was moved.
-    pub declined: bool,
-    pub preview: Vec<PreviewRow>,
-    /// Why the run stopped early or why messages failed.
-    pub problem: Option<String>,
-    pub filter_errors: u64,
-    /// With --transform: messages whose transform failed or gave no valid record (kept, failed).
-    pub transform_errors: u64,
-    pub first_transform_error: Option<String>,
-    /// With --transform: how many of the messages it ran on it changed; None without one.
-    pub changed: Option<u64>,
-    pub interrupted: bool,
-    pub seconds: f64,
-    /// Messages in the source queue when the move started: what it set out to look at.
-    pub depth: u64,
-    /// Each time the connection was lost and the move went on through the --url list.
-    pub reconnects: Vec<Reconnect>,
-}
-
-/// A lost connection the move survived.
-#[derive(Debug, Clone, Serialize)]
-pub struct Reconnect {
-    /// The URL whose connection was lost (password as `***`).
-    pub lost: String,
-    /// Why, in one line.
-    pub reason: String,
-    /// The URL the move went on through.
-    pub to: String,
-    /// From the loss to the new connection.
-    pub seconds: f64,
-}
 
 /// How long a replay goes on trying the --url list after losing its connection (contract
 /// section 4), before it stops with exit 1.
@@ -117,18 +40,6 @@ const MAX_RECONNECTS: usize = 10;
 struct Resume {
     left: Left,
     limit: Option<u64>,
-}
-
-impl ReplayReport {
-    pub fn outcome(&self) -> Outcome {
-        if self.interrupted {
-            Outcome::Interrupted
-        } else if self.counts.failed > 0 || self.problem.is_some() {
-            Outcome::PartialFailure
-        } else {
-            Outcome::Success
-        }
-    }
 }
 
 const PREVIEW_ROWS: usize = 5;
@@ -203,10 +114,10 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
             broker.close().await;
             return Ok(Box::new(report));
         }
-        eprintln!(
-            "{}",
-            crate::output::moves::preview_text(&report, ui::stderr_color(settings))
-        );
+        ui::show_preview(&crate::output::moves::preview_text(
+            &report,
+            ui::stderr_color(settings),
+        ));
         let question = format!(
             "Replay {} message(s) from \"{}\" to {}?",
             report.counts.replayed,

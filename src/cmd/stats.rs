@@ -1,34 +1,12 @@
 //! `dlq stats`: ready and consumer counts of each service's work, retry and error queues.
 
-use serde::Serialize;
-
 use crate::broker::amqp::Reply;
 use crate::broker::Broker;
 use crate::cli::StatsArgs;
 use crate::error::{Error, Result};
 use crate::output::Report;
+use crate::report::stats::{QueueStat, ServiceStats, StatsReport};
 use crate::settings::Settings;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueStat {
-    pub queue: String,
-    /// `None`: the queue does not exist.
-    pub ready: Option<u32>,
-    pub consumers: Option<u32>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceStats {
-    pub service: String,
-    pub work: QueueStat,
-    pub retry: QueueStat,
-    pub error: QueueStat,
-}
-
-pub struct StatsReport {
-    pub services: Vec<ServiceStats>,
-    pub missing: Vec<String>,
-}
 
 pub async fn run(a: &StatsArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let config = settings.require_config()?;

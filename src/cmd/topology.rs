@@ -7,6 +7,7 @@ use crate::cli::ServiceFilter;
 use crate::config::{QueueType, Service};
 use crate::error::{Error, Result};
 use crate::output::Report;
+use crate::report::topology::{Action, PlanReport, TopologyReport};
 use crate::settings::Settings;
 use crate::topology::diff::{
     binding_name, diff_binding, diff_exchange, diff_queue, parse_inequivalent, ObservedExchange,
@@ -14,26 +15,6 @@ use crate::topology::diff::{
 };
 use crate::topology::{derive, Finding, FindingStatus, Generation, Topology};
 use std::time::Duration;
-
-pub struct PlanReport {
-    pub topology: Topology,
-    pub notes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Apply,
-    Verify,
-}
-
-pub struct TopologyReport {
-    pub action: Action,
-    pub findings: Vec<Finding>,
-    /// Said on stderr: e.g. that the management API was unreachable.
-    pub notes: Vec<String>,
-    /// Where the check was made: "management API at …" or "AMQP at …".
-    pub source: String,
-}
 
 fn selected<'a>(a: &ServiceFilter, settings: &'a Settings) -> Result<Vec<&'a Service>> {
     let config = settings.require_config()?;

@@ -10,10 +10,9 @@ use base64::Engine as _;
 use dialoguer::console::{measure_text_width, pad_str, truncate_str, Alignment, Term};
 use serde_json::{json, Value};
 
-use super::{new_table, Report, Style};
-use crate::cli::OutputFormat;
-use crate::cmd::list::{BrowseReport, GroupReport};
+use super::{new_table, OutputFormat, Report, Style};
 use crate::error::Outcome;
+use crate::report::browse::{BrowseReport, GroupReport};
 use crate::sanitize::for_terminal;
 use crate::settings::Settings;
 

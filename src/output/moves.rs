@@ -3,11 +3,8 @@
 use serde_json::{json, Value};
 
 use super::{new_table, Report, Style};
-use crate::cmd::export::ExportReport;
-use crate::cmd::import::ImportReport;
-use crate::cmd::purge::PurgeReport;
-use crate::cmd::replay::ReplayReport;
 use crate::error::Outcome;
+use crate::report::moves::{ExportReport, ImportReport, PurgeReport, ReplayReport};
 use crate::sanitize::for_terminal;
 
 /// The rows a dry run or a confirmation shows: a few of the messages and where they would go,
@@ -292,7 +289,7 @@ impl Report for PurgeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::replay::{Counts, Destination};
+    use crate::report::moves::{Counts, Destination};
 
     fn report() -> ReplayReport {
         ReplayReport {
@@ -336,7 +333,7 @@ mod tests {
     fn a_reconnect_is_in_the_summary_the_json_and_a_note() {
         let mut r = report();
         r.counts.replayed = 20_000;
-        r.reconnects.push(crate::cmd::replay::Reconnect {
+        r.reconnects.push(crate::report::moves::Reconnect {
             lost: "amqp://u:***@n1:5672/%2f".into(),
             reason: "lost the connection to amqp://u:***@n1:5672/%2f: connection reset by peer"
                 .into(),

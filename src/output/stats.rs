@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::{new_table, Report, Style};
-use crate::cmd::stats::StatsReport;
 use crate::error::Outcome;
+use crate::report::stats::StatsReport;
 
 impl Report for StatsReport {
     fn to_json(&self) -> Value {

@@ -4,8 +4,8 @@ use comfy_table::Color;
 use serde_json::{json, Value};
 
 use super::{new_table, Report, Style};
-use crate::cmd::topology::{Action, PlanReport, TopologyReport};
 use crate::error::Outcome;
+use crate::report::topology::{Action, PlanReport, TopologyReport};
 use crate::topology::FindingStatus;
 
 impl Report for PlanReport {

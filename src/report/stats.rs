@@ -1,0 +1,24 @@
+//! The report of `dlq stats`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStat {
+    pub queue: String,
+    /// `None`: the queue does not exist.
+    pub ready: Option<u32>,
+    pub consumers: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStats {
+    pub service: String,
+    pub work: QueueStat,
+    pub retry: QueueStat,
+    pub error: QueueStat,
+}
+
+pub struct StatsReport {
+    pub services: Vec<ServiceStats>,
+    pub missing: Vec<String>,
+}
