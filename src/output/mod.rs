@@ -1,5 +1,6 @@
 //! Renders command reports as a table (people) or JSON / JSONL (scripts); the only writer of stdout.
 
+pub mod format;
 pub mod messages;
 pub mod moves;
 mod stats;
@@ -7,22 +8,13 @@ mod topology;
 
 use std::io::Write;
 
-use clap::ValueEnum;
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use serde_json::Value;
 
+pub use format::OutputFormat;
+
 use crate::error::Outcome;
 use crate::settings::Settings;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Human-readable tables
-    Table,
-    /// One JSON document
-    Json,
-    /// One JSON object per line
-    Jsonl,
-}
 
 /// What every command returns: one value the output layer can show three ways.
 pub trait Report {
