@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::output::format::OutputFormat;
+use crate::format::OutputFormat;
 
 /// Shown by `dlq --help` and in the man page.
 const EXAMPLES: &str = "Examples:

@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod format;
 pub mod generate;
 pub mod interrupt;
 pub mod json;

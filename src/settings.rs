@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::GlobalArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::output::format::OutputFormat;
+use crate::format::OutputFormat;
 
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_CONFIG: &str = "dlq.toml";

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, Result};
-use crate::output::format::OutputFormat;
+use crate::format::OutputFormat;
 use crate::settings::Settings;
 
 /// Whether a person can answer a prompt: stdin AND stderr are terminals. (dialoguer only checks

@@ -193,7 +193,7 @@ impl<'b> QueueReader<'b> {
         left: Option<Left>,
     ) -> Result<QueueReader<'b>> {
         let ready = u64::from(browse::open_queue(broker, queue).await?.messages);
-        let depth = left.map_or(ready, |l| l.at_most.max(l.at_least));
+        let depth = left.map_or(ready, |l| l.at_most);
         let mut reader = QueueReader {
             broker,
             queue: queue.to_string(),

@@ -198,7 +198,8 @@ pub async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>>
 
 /// After a lost connection: a new one through the --url list within [`RECONNECT_WITHIN`],
 /// recorded in the report, whose per-pass counts start again (what stayed is looked at again).
-/// `Ok(None)`: Ctrl-C while reconnecting (nothing is in flight: the report says what was done).
+/// `Ok(None)`: Ctrl-C while reconnecting (nothing is in flight: the report says what was done;
+/// `run` holds the interrupt armed throughout).
 async fn reconnect(
     settings: &Settings,
     lost: &Broker,
@@ -215,7 +216,6 @@ async fn reconnect(
             RECONNECT_WITHIN.as_secs()
         ),
     );
-    let _armed = crate::interrupt::arm();
     let purpose = format!("replay {queue}");
     let attempt = Broker::reconnect(&settings.urls, &purpose, lost_at + RECONNECT_WITHIN);
     let broker = tokio::select! {

@@ -1,6 +1,5 @@
 //! Renders command reports as a table (people) or JSON / JSONL (scripts); the only writer of stdout.
 
-pub mod format;
 pub mod messages;
 pub mod moves;
 mod stats;
@@ -11,7 +10,7 @@ use std::io::Write;
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use serde_json::Value;
 
-pub use format::OutputFormat;
+pub use crate::format::OutputFormat;
 
 use crate::error::Outcome;
 use crate::settings::Settings;

@@ -1,5 +1,5 @@
-//! The output formats `-o` chooses between; its own file so that `cli` and `settings` can name
-//! it without depending on the rendering (which depends on `settings`).
+//! The output formats `-o` chooses between: a leaf of its own, so that `cli`, `settings`, `ui` and
+//! `output` all name it without any of them depending on another for it.
 
 use clap::ValueEnum;
 
