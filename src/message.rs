@@ -512,91 +512,28 @@ fn float_int(x: f64) -> Option<i64> {
 // ---------------------------------------------------------------------------------------------
 // Dates
 
-/// Seconds since the Unix epoch of `YYYY-MM-DD(T| )HH:MM:SS[.fraction]` followed by a zone:
-/// `Z`, `UTC`, `±HH:MM` or `±HHMM`, optionally after one space (Ruby writes
-/// `2024-01-01 10:00:00 +0100` and `... UTC`). The fraction is dropped: `at` is whole seconds.
-/// A time without a zone is ambiguous, so it is rejected rather than guessed.
+/// Seconds since the Unix epoch of an RFC 3339 time (`2024-01-01T10:00:00Z`, `…+01:00`), or of
+/// Ruby's `Time#to_s` (`2024-01-01 10:00:00 +0100`, `… UTC`): one space before the zone, and UTC
+/// by name. The fraction is dropped: `at` is whole seconds. A time without a zone is ambiguous,
+/// so it is rejected rather than guessed.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(part.iter().fold(0, |acc, d| acc * 10 + i64::from(d - b'0')))
+    let s = s.trim();
+    let rfc3339 = match s.strip_suffix(" UTC") {
+        Some(time) => format!("{time}Z"),
+        // The zone starts after the seconds (19 bytes in), with or without one space before it.
+        None => match s.get(19..).and_then(|rest| rest.find(' ')) {
+            Some(i) => format!("{}{}", &s[..19 + i], &s[19 + i + 1..]),
+            None => s.to_owned(),
+        },
     };
-    let sym = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
-    if !(sym(4, b"-") && sym(7, b"-") && sym(10, b"Tt ") && sym(13, b":") && sym(16, b":")) {
+    // jiff reads a zone name in brackets after the offset; a message's timestamp has none.
+    if rfc3339.contains('[') {
         return None;
     }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &b[19..];
-    if let Some(after_dot) = rest.strip_prefix(b".").or_else(|| rest.strip_prefix(b",")) {
-        let digits = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &after_dot[digits..];
-    }
-    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-    let offset = parse_zone(rest)?;
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + hour * 3_600 + minute * 60 + second - offset)
-}
-
-/// Zone offset in seconds east of UTC.
-fn parse_zone(z: &[u8]) -> Option<i64> {
-    match z {
-        b"Z" | b"z" | b"UTC" => return Some(0),
-        _ => {}
-    }
-    let (sign, hh, mm) = match z {
-        [s @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [s @ (b'+' | b'-'), h1, h2, m1, m2] => {
-            (*s, [*h1, *h2], [*m1, *m2])
-        }
-        _ => return None,
-    };
-    let two = |d: [u8; 2]| {
-        d.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| i64::from(d[0] - b'0') * 10 + i64::from(d[1] - b'0'))
-    };
-    let (h, m) = (two(hh)?, two(mm)?);
-    if h > 23 || m > 59 {
-        return None;
-    }
-    let secs = h * 3_600 + m * 60;
-    Some(if sign == b'-' { -secs } else { secs })
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 in the proleptic Gregorian calendar (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y.rem_euclid(400);
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
 }
 
 // ---------------------------------------------------------------------------------------------

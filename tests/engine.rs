@@ -666,3 +666,63 @@ async fn list_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_message() {
     assert_eq!(wait_settled(&src).await, 600, "the queue is intact");
     let _ = conn.close(200, "ok".into()).await;
 }
+
+/// `list` reads a big queue in windows, one consumer each. Two consumers with credit at the same
+/// time would share the deliveries every other tag, and giving those back took one nack per
+/// message: 30-100 s for 20,000 persistent messages, so the list after it (or the same list's
+/// wait for the count) saw part of the queue. Back to back, the second list sees it all, in order.
+#[tokio::test]
+async fn two_lists_of_100k_persistent_messages_back_to_back_each_see_all_of_them_in_order() {
+    let scope = Scope::new("list-100k");
+    let src = scope.name("src");
+    let conn = connect().await;
+    declare_queue(&conn, &src, FieldTable::default()).await;
+    let n = 100_000u64;
+    let pad = "p".repeat(560);
+    publish_many(
+        &conn,
+        &src,
+        (0..n).map(|i| {
+            (
+                format!("{{\"id\":{i},\"pad\":\"{pad}\"}}").into_bytes(),
+                BasicProperties::default()
+                    .with_message_id(format!("m-{i}").into())
+                    .with_delivery_mode(2),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(wait_settled(&src).await, n);
+    let list = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dlq"))
+            .args(["--url", AMQP_URL, "list", "--queue", &src, "-o", "jsonl"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = list(&["--group-by", ".properties.delivery_mode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let group: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(group["count"], n, "{group}");
+    // At once: no wait for the count in between. Every 1,000th message, at its place: the rest
+    // were looked at too (a list that looks at fewer than it set out to exits 1).
+    let out = list(&["--filter", ".body.id % 1000 == 0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let places: Vec<(u64, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let m: Value = serde_json::from_str(l).unwrap();
+            (
+                m["position"].as_u64().unwrap(),
+                m["body"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, u64)> = (0..n).step_by(1000).map(|id| (id + 1, id)).collect();
+    assert_eq!(
+        places, expected,
+        "the second list saw all of them, in queue order"
+    );
+    assert_eq!(amqp_count(&src).await, n, "the count is back at once");
+    let _ = conn.close(200, "ok".into()).await;
+}
