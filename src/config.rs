@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
-pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_RETRIES: u32 = 5;
+pub(crate) const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 5;
 /// RabbitMQ caps `x-message-ttl` at 2^32 - 1 milliseconds.
 const MAX_TTL_MS: u128 = u32::MAX as u128;
 /// Longest suffix a derived queue or exchange name adds (`-retry-requeue`); names are AMQP short strings.
@@ -41,7 +41,7 @@ pub enum ExchangeType {
 }
 
 impl ExchangeType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExchangeType::Direct => "direct",
             ExchangeType::Fanout => "fanout",
@@ -53,7 +53,7 @@ impl ExchangeType {
 
 /// A duration written the humantime way ("250ms", "10s", "2m"), kept to whole milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Millis(pub Duration);
+pub(crate) struct Millis(pub Duration);
 
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -80,14 +80,14 @@ impl<'de> Deserialize<'de> for Millis {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BrokerSection {
+pub(crate) struct BrokerSection {
     pub url: Option<String>,
     pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DefaultsSection {
+pub(crate) struct DefaultsSection {
     pub retry_delay: Option<Millis>,
     pub max_retries: Option<u32>,
     pub queue_type: Option<QueueType>,
@@ -96,7 +96,7 @@ pub struct DefaultsSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceSection {
+pub(crate) struct ServiceSection {
     pub retry_delay: Option<Millis>,
     pub max_retries: Option<u32>,
     pub queue_type: Option<QueueType>,
@@ -146,7 +146,8 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok
 
 impl Service {
     /// A service with every default, for `--queue`-less tests and examples.
-    pub fn with_defaults(name: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_defaults(name: &str) -> Self {
         Service {
             name: name.to_string(),
             retry_delay: DEFAULT_RETRY_DELAY,
@@ -161,14 +162,14 @@ impl Service {
         self.name.clone()
     }
 
-    pub fn retry_queue(&self) -> String {
+    pub(crate) fn retry_queue(&self) -> String {
         match self.naming {
             Naming::Dotted => format!("{}.retry", self.name),
             Naming::Sneakers => format!("{}-retry", self.name),
         }
     }
 
-    pub fn error_queue(&self) -> String {
+    pub(crate) fn error_queue(&self) -> String {
         match self.naming {
             Naming::Dotted => format!("{}.error", self.name),
             Naming::Sneakers => format!("{}-error", self.name),
@@ -199,7 +200,7 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Config> {
         let file: ConfigFile =
             toml::from_str(text).map_err(|e| Error::usage(describe_toml_error(&e, text, path)))?;
         let d = &file.defaults;
@@ -304,7 +305,7 @@ impl Config {
     }
 
     /// The named services, or all of them when `names` is empty.
-    pub fn select(&self, names: &[String]) -> Result<Vec<&Service>> {
+    pub(crate) fn select(&self, names: &[String]) -> Result<Vec<&Service>> {
         if names.is_empty() {
             return Ok(self.services.iter().collect());
         }

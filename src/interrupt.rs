@@ -42,9 +42,9 @@ pub fn install() -> std::io::Result<()> {
 }
 
 /// While held, a Ctrl-C is turned into [`interrupted`] instead of ending the process.
-pub struct Armed(());
+pub(crate) struct Armed(());
 
-pub fn arm() -> Armed {
+pub(crate) fn arm() -> Armed {
     ARMED.fetch_add(1, Ordering::SeqCst);
     Armed(())
 }
@@ -56,13 +56,13 @@ impl Drop for Armed {
 }
 
 /// Completes once Ctrl-C has been pressed (at once if it already was). Cancel-safe.
-pub async fn interrupted() {
+pub(crate) async fn interrupted() {
     let mut rx = sender().subscribe();
     // The sender lives in a static, so the channel never closes.
     let _ = rx.wait_for(|&v| v).await;
 }
 
 /// Whether Ctrl-C has been pressed.
-pub fn requested() -> bool {
+pub(crate) fn requested() -> bool {
     *sender().borrow()
 }

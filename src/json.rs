@@ -9,13 +9,16 @@ use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
 
 /// Compact JSON, as one line of JSONL.
-pub fn to_writer<W: Write, T: Serialize + ?Sized>(writer: W, value: &T) -> serde_json::Result<()> {
+pub(crate) fn to_writer<W: Write, T: Serialize + ?Sized>(
+    writer: W,
+    value: &T,
+) -> serde_json::Result<()> {
     let mut ser = serde_json::Serializer::with_formatter(writer, Escaping(CompactFormatter));
     value.serialize(&mut ser)
 }
 
 /// Pretty JSON (two-space indent).
-pub fn to_writer_pretty<W: Write, T: Serialize + ?Sized>(
+pub(crate) fn to_writer_pretty<W: Write, T: Serialize + ?Sized>(
     writer: W,
     value: &T,
 ) -> serde_json::Result<()> {
@@ -29,7 +32,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
     Ok(out)
 }
 
-pub fn to_string_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+pub(crate) fn to_string_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
     let mut out = Vec::new();
     to_writer_pretty(&mut out, value)?;
     // Only valid UTF-8 is written: serde_json's own strings plus ASCII escapes.
@@ -39,10 +42,10 @@ pub fn to_string_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<
 /// The deepest JSON dlq reads back (an exported record): deeper than any header table an AMQP
 /// frame can carry (a 128 KiB frame holds at most ~18,000 nested tables), shallow enough for
 /// dlq's stack. serde_json's own limit of 128 would refuse records dlq itself exported.
-pub const MAX_DEPTH: usize = 20_000;
+pub(crate) const MAX_DEPTH: usize = 20_000;
 
 /// Parses one JSON text nested at most [`MAX_DEPTH`] deep; deeper is an error before parsing.
-pub fn from_str_deep(text: &str) -> serde_json::Result<serde_json::Value> {
+pub(crate) fn from_str_deep(text: &str) -> serde_json::Result<serde_json::Value> {
     use serde::de::{Deserialize, Error as _};
     let depth = nesting(text);
     if depth > MAX_DEPTH {

@@ -2,23 +2,23 @@
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
-pub const REPLAY_COUNT: &str = "x-replay-count";
+pub(crate) const REPLAY_COUNT: &str = "x-replay-count";
 
 /// Whether a header is the broker's dead-letter history, which a replay must not carry: the
 /// worker's attempt count starts again, and since 3.13 the broker owns x-death anyway.
-pub fn is_death_header(key: &str) -> bool {
+pub(crate) fn is_death_header(key: &str) -> bool {
     key == "x-death" || key.starts_with("x-first-death-") || key.starts_with("x-last-death-")
 }
 
 /// Whether a header is a quorum queue's delivery counter (`x-delivery-count` on 3.10 and 4.0–4.2,
 /// `x-acquired-count` from 4.3): it counts deliveries from the source queue, and a fresh copy in
 /// the work queue must not start with a stale count.
-pub fn is_delivery_counter(key: &str) -> bool {
+pub(crate) fn is_delivery_counter(key: &str) -> bool {
     key == "x-delivery-count" || key == "x-acquired-count"
 }
 
 /// The headers of the copy: everything but the death history, and `x-replay-count` = previous + 1.
-pub fn replay_headers(original: Option<&FieldTable>) -> FieldTable {
+pub(crate) fn replay_headers(original: Option<&FieldTable>) -> FieldTable {
     let mut out = FieldTable::default();
     let mut previous = 0;
     if let Some(h) = original {

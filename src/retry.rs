@@ -2,32 +2,20 @@
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
-use crate::message::{value_int, value_str};
-
-fn text(v: &AMQPValue) -> Option<String> {
-    value_str(v).map(str::to_string)
-}
+use crate::message::x_death;
 
 /// Attempt number of a delivery in `work_queue`: 1 + the `count` of the x-death entry whose
 /// `queue` is the work queue and `reason` is `rejected` (0 when there is none).
 pub fn attempt(headers: Option<&FieldTable>, work_queue: &str) -> u32 {
-    let Some(AMQPValue::FieldArray(deaths)) = headers.and_then(|h| h.inner().get("x-death")) else {
-        return 1;
-    };
-    let count = deaths.as_slice().iter().find_map(|d| {
-        let AMQPValue::FieldTable(entry) = d else {
-            return None;
-        };
-        let e = entry.inner();
-        let is = |k: &str, want: &str| e.get(k).and_then(text).as_deref() == Some(want);
-        (is("queue", work_queue) && is("reason", "rejected"))
-            .then(|| e.get("count").and_then(value_int))?
-    });
-    1 + count.unwrap_or(0).clamp(0, u32::MAX as i64 - 1) as u32
+    let count = x_death(headers)
+        .into_iter()
+        .find(|d| d.queue == work_queue && d.reason == "rejected")
+        .map_or(0, |d| d.count);
+    1 + count.clamp(0, u32::MAX as i64 - 1) as u32
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Reject without requeue: the work queue dead-letters it to the retry queue.
     Retry,
     /// Publish a copy to the error queue (confirmed), then ack.
@@ -35,7 +23,7 @@ pub enum Decision {
 }
 
 /// A failed message is retried `max_retries` times; the failure after the last retry parks it.
-pub fn decide(attempt: u32, max_retries: u32) -> Decision {
+pub(crate) fn decide(attempt: u32, max_retries: u32) -> Decision {
     if attempt <= max_retries {
         Decision::Retry
     } else {
@@ -44,7 +32,7 @@ pub fn decide(attempt: u32, max_retries: u32) -> Decision {
 }
 
 /// Why a message failed, as the worker knows it.
-pub struct Failure<'a> {
+pub(crate) struct Failure<'a> {
     pub message: &'a str,
     pub kind: &'a str,
 }
@@ -52,7 +40,7 @@ pub struct Failure<'a> {
 /// The headers of the parked copy: the original's, plus the contract's `x-error-*` set.
 /// `exchange`/`routing_key` are the original publish's, taken from the work queue's x-death
 /// entry when there is one (redeliveries from the retry queue arrive via the default exchange).
-pub fn parking_headers(
+pub(crate) fn parking_headers(
     original: Option<&FieldTable>,
     work_queue: &str,
     failure: &Failure,
@@ -88,24 +76,10 @@ pub fn parking_headers(
 }
 
 fn original_route(headers: Option<&FieldTable>, work_queue: &str) -> Option<(String, String)> {
-    let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else {
-        return None;
-    };
-    deaths.as_slice().iter().find_map(|d| {
-        let AMQPValue::FieldTable(entry) = d else {
-            return None;
-        };
-        let e = entry.inner();
-        if e.get("queue").and_then(text).as_deref() != Some(work_queue) {
-            return None;
-        }
-        let exchange = e.get("exchange").and_then(text)?;
-        let key = match e.get("routing-keys") {
-            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(text),
-            _ => None,
-        }?;
-        Some((exchange, key))
-    })
+    x_death(headers)
+        .into_iter()
+        .filter(|d| d.queue == work_queue)
+        .find_map(|d| Some((d.exchange, d.routing_keys.into_iter().next()?)))
 }
 
 #[cfg(test)]

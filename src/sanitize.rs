@@ -50,7 +50,7 @@ pub fn for_terminal(s: &str) -> String {
 
 /// [`for_terminal`], then cut to at most `width` characters; a cut text ends in "…", which
 /// counts towards the width.
-pub fn preview(s: &str, width: usize) -> String {
+pub(crate) fn preview(s: &str, width: usize) -> String {
     let clean = for_terminal(s);
     if clean.chars().count() <= width {
         return clean;
@@ -79,7 +79,7 @@ fn is_removed(c: char) -> bool {
 /// The Unicode bidi controls that can make a terminal show text in a misleading order
 /// (contract section 5): the marks U+200E/F, embeddings and overrides U+202A–E, isolates
 /// U+2066–9.
-pub fn is_bidi_control(c: char) -> bool {
+pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -32,7 +32,7 @@ pub struct Settings {
 impl Settings {
     /// Precedence: flags > env (clap reads both) > config file > built-in defaults.
     /// `env` holds NO_COLOR (any non-empty value disables colour) and DLQ_PASSWORD.
-    pub fn resolve(g: &GlobalArgs, env: &Env, stdout_is_tty: bool) -> Result<Settings> {
+    pub(crate) fn resolve(g: &GlobalArgs, env: &Env, stdout_is_tty: bool) -> Result<Settings> {
         let (config_path, explicit) = match &g.config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -83,7 +83,7 @@ impl Settings {
     }
 
     /// The config, or a usage error saying a command needs one.
-    pub fn require_config(&self) -> Result<&Config> {
+    pub(crate) fn require_config(&self) -> Result<&Config> {
         self.config.as_ref().ok_or_else(|| {
             Error::usage(format!(
                 "no config file: {} does not exist; pass -c FILE or set DLQ_CONFIG (or use --queue)",
@@ -95,7 +95,7 @@ impl Settings {
 
 /// The environment variables settings depend on besides those clap reads.
 #[derive(Debug, Clone, Default)]
-pub struct Env {
+pub(crate) struct Env {
     /// NO_COLOR.
     pub no_color: Option<String>,
     /// DLQ_PASSWORD: the password for a URL that names a user and no password.

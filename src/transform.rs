@@ -10,7 +10,7 @@ use crate::message::{decode_body, json_to_amqp, properties_from_json};
 
 /// What to publish for one message, before the replay rules (x-death removed, x-replay-count + 1).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Repaired {
+pub(crate) struct Repaired {
     /// The queue the transform sent it to, when it changed `.routing_key`.
     pub routing_key: Option<String>,
     pub properties: BasicProperties,
@@ -29,7 +29,7 @@ fn object<'a>(v: Option<&'a Value>, field: &str) -> Result<Option<&'a Map<String
 
 /// Builds the copy from the transform's output `after`, the message's section 5 object `before`
 /// and the original properties and body. Err is one sentence naming the bad field.
-pub fn repair(
+pub(crate) fn repair(
     original: &BasicProperties,
     body: &[u8],
     before: &Value,
@@ -114,7 +114,7 @@ const PUBLISHED: [&str; 5] = [
 ];
 
 /// Whether the transform changed anything that is published.
-pub fn changes_anything(before: &Value, after: &Value) -> bool {
+pub(crate) fn changes_anything(before: &Value, after: &Value) -> bool {
     let field = |v: &'_ Value, f: &str| v.get(f).cloned().unwrap_or(Value::Null);
     PUBLISHED
         .iter()
@@ -123,7 +123,7 @@ pub fn changes_anything(before: &Value, after: &Value) -> bool {
 
 /// One line per changed leaf under body, headers, properties and routing_key, at most `max`
 /// (with a last line saying how many more); empty when nothing that is published changed.
-pub fn diff(before: &Value, after: &Value, max: usize) -> Vec<String> {
+pub(crate) fn diff(before: &Value, after: &Value, max: usize) -> Vec<String> {
     let mut lines = Vec::new();
     for field in PUBLISHED {
         let b = before.get(field).unwrap_or(&Value::Null);

@@ -10,13 +10,13 @@ use crate::settings::Settings;
 
 /// Whether a person can answer a prompt: stdin AND stderr are terminals. (dialoguer only checks
 /// stderr, and would read /dev/tty with stdin piped; that is not a person answering.)
-pub fn interactive() -> bool {
+pub(crate) fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// How a command that removes or moves messages may go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consent {
+pub(crate) enum Consent {
     /// `--yes` was given.
     Given,
     /// A person will be asked at the terminal.
@@ -24,11 +24,11 @@ pub enum Consent {
 }
 
 /// Checked before connecting: without a terminal, removing or moving messages needs `--yes`.
-pub fn consent(settings: &Settings, action: &str) -> Result<Consent> {
+pub(crate) fn consent(settings: &Settings, action: &str) -> Result<Consent> {
     decide_consent(settings.yes, interactive(), action)
 }
 
-pub fn decide_consent(yes: bool, interactive: bool, action: &str) -> Result<Consent> {
+pub(crate) fn decide_consent(yes: bool, interactive: bool, action: &str) -> Result<Consent> {
     match (yes, interactive) {
         (true, _) => Ok(Consent::Given),
         (false, true) => Ok(Consent::Ask),
@@ -39,7 +39,7 @@ pub fn decide_consent(yes: bool, interactive: bool, action: &str) -> Result<Cons
 }
 
 /// Asks a yes/no question (default No). `Given` answers yes without asking.
-pub fn confirm(consent: Consent, question: &str) -> Result<bool> {
+pub(crate) fn confirm(consent: Consent, question: &str) -> Result<bool> {
     match consent {
         Consent::Given => Ok(true),
         Consent::Ask => dialoguer::Confirm::new()
@@ -52,7 +52,7 @@ pub fn confirm(consent: Consent, question: &str) -> Result<bool> {
 
 /// A progress bar on stderr for long work: hidden unless stderr is a terminal, the output is a
 /// table (machine output stays clean) and --quiet is off.
-pub fn progress(settings: &Settings, total: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(settings: &Settings, total: u64, what: &str) -> ProgressBar {
     let visible = std::io::stderr().is_terminal()
         && !settings.quiet
         && settings.output == OutputFormat::Table;
@@ -75,7 +75,7 @@ pub fn progress(settings: &Settings, total: u64, what: &str) -> ProgressBar {
 
 /// A line on stderr while a command runs (e.g. that it is reconnecting), unless --quiet:
 /// sanitised, one line.
-pub fn note(settings: &Settings, text: &str) {
+pub(crate) fn note(settings: &Settings, text: &str) {
     if !settings.quiet {
         eprintln!("note: {}", crate::sanitize::line(text));
     }
@@ -83,13 +83,13 @@ pub fn note(settings: &Settings, text: &str) {
 
 /// Shows what a command is about to do (e.g. a replay's preview, before its confirmation) on
 /// stderr, as given: the text is already rendered and sanitised by the output layer.
-pub fn show_preview(text: &str) {
+pub(crate) fn show_preview(text: &str) {
     eprintln!("{text}");
 }
 
 /// Whether text written to stderr may be coloured: stderr is a terminal and colour is not
 /// turned off (--no-color, NO_COLOR).
-pub fn stderr_color(settings: &Settings) -> bool {
+pub(crate) fn stderr_color(settings: &Settings) -> bool {
     settings.color_allowed && std::io::stderr().is_terminal()
 }
 

@@ -1,7 +1,7 @@
 //! Small helpers shared by several modules: printable names, I/O error reasons, URL redaction.
 
 /// A user-supplied name made safe for a one-line error message: control characters escaped.
-pub fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .flat_map(|c| c.escape_default_if_control())
         .collect()
@@ -23,7 +23,7 @@ impl EscapeControl for char {
 
 /// Opens a file to append to: created when missing, never truncated (the contract's rule for
 /// `export` and `peek --save`).
-pub fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -31,7 +31,7 @@ pub fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 }
 
 /// An I/O error's reason without Rust's "(os error N)" suffix.
-pub fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_lowercase(),
@@ -42,7 +42,7 @@ pub fn io_reason(e: &std::io::Error) -> String {
 /// A URL with its password replaced by `***`, safe to show anywhere.
 /// For a URL that did not parse, where user and password cannot be told apart (a password may
 /// hold `/`, `?`, `#` or `@`): everything between `://` and the last `@` becomes `***`.
-pub fn hide_userinfo(url: &str) -> String {
+pub(crate) fn hide_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return match url.rfind('@') {
             Some(at) => format!("***{}", &url[at..]),
@@ -56,7 +56,7 @@ pub fn hide_userinfo(url: &str) -> String {
     }
 }
 
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
@@ -131,7 +131,7 @@ mod tests {
 }
 
 /// 17825792 → "17,825,792": sizes in messages people read.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -20,7 +20,7 @@ const BUSY_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// What the broker said to one declare or probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply<T> {
+pub(crate) enum Reply<T> {
     Ok(T),
     /// 404 NOT_FOUND.
     NotFound(String),
@@ -29,13 +29,13 @@ pub enum Reply<T> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueCounts {
+pub(crate) struct QueueCounts {
     pub messages: u32,
     pub consumers: u32,
 }
 
 /// A user-supplied name as an AMQP short string (at most 255 bytes) — a usage error otherwise.
-pub fn short(name: &str) -> Result<ShortString> {
+pub(crate) fn short(name: &str) -> Result<ShortString> {
     ShortString::try_new(name).map_err(|_| {
         Error::usage(format!(
             "name \"{}…\" is longer than AMQP's 255 bytes",
@@ -44,7 +44,9 @@ pub fn short(name: &str) -> Result<ShortString> {
     })
 }
 
-pub fn field_table(args: &std::collections::BTreeMap<String, ArgValue>) -> Result<FieldTable> {
+pub(crate) fn field_table(
+    args: &std::collections::BTreeMap<String, ArgValue>,
+) -> Result<FieldTable> {
     let mut t = FieldTable::default();
     for (k, v) in args {
         let value = match v {
@@ -100,7 +102,7 @@ impl Broker {
     /// not answer within 250 ms (rabbit_quorum_queue:stat/2, 3.10 to 4.3), e.g. while it is
     /// still requeuing 100,000 messages given back by the previous command: such a 0 is not an
     /// empty queue. A 0/0 that took that long is asked again, for at most [`BUSY_LEADER_WAIT`].
-    pub async fn probe_queue(&self, name: &str) -> Result<Reply<QueueCounts>> {
+    pub(crate) async fn probe_queue(&self, name: &str) -> Result<Reply<QueueCounts>> {
         let deadline = tokio::time::Instant::now() + BUSY_LEADER_WAIT;
         loop {
             let asked = tokio::time::Instant::now();
@@ -136,7 +138,7 @@ impl Broker {
         .await
     }
 
-    pub async fn probe_exchange(&self, name: &str) -> Result<Reply<()>> {
+    pub(crate) async fn probe_exchange(&self, name: &str) -> Result<Reply<()>> {
         let name = short(name)?;
         let needs = format!("access to exchange '{}'", name.as_str());
         self.on_throwaway(&needs, |ch| async move {
@@ -155,7 +157,7 @@ impl Broker {
     }
 
     /// Declares the queue as specified: creates it when absent; 406 when it exists with other arguments.
-    pub async fn declare_queue(&self, spec: &QueueSpec) -> Result<Reply<()>> {
+    pub(crate) async fn declare_queue(&self, spec: &QueueSpec) -> Result<Reply<()>> {
         let name = short(&spec.name)?;
         let args = field_table(&spec.arguments)?;
         let durable = spec.durable;
@@ -175,7 +177,11 @@ impl Broker {
         .await
     }
 
-    pub async fn declare_exchange(&self, spec: &ExchangeSpec, kind: &str) -> Result<Reply<()>> {
+    pub(crate) async fn declare_exchange(
+        &self,
+        spec: &ExchangeSpec,
+        kind: &str,
+    ) -> Result<Reply<()>> {
         let name = short(&spec.name)?;
         let kind = match kind {
             "direct" => ExchangeKind::Direct,
@@ -201,7 +207,7 @@ impl Broker {
         .await
     }
 
-    pub async fn bind_queue(&self, spec: &BindingSpec) -> Result<Reply<()>> {
+    pub(crate) async fn bind_queue(&self, spec: &BindingSpec) -> Result<Reply<()>> {
         let (queue, exchange, key) = (
             short(&spec.queue)?,
             short(&spec.exchange)?,
@@ -225,7 +231,7 @@ impl Broker {
     }
 
     /// Removes every ready message; returns how many.
-    pub async fn purge_queue(&self, name: &str) -> Result<Reply<u32>> {
+    pub(crate) async fn purge_queue(&self, name: &str) -> Result<Reply<u32>> {
         let name = short(name)?;
         let needs = format!("read permission on queue '{}'", name.as_str());
         self.on_throwaway(&needs, |ch| async move {

@@ -13,7 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a management request gave no answer to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No HTTP answer at all (refused, timed out, DNS).
     Unreachable(String),
     /// An HTTP answer other than 200/404 (401 bad credentials, 500, …).
@@ -29,7 +29,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-pub struct Management {
+pub(crate) struct Management {
     agent: ureq::Agent,
     base: String,
     authorization: String,
@@ -39,7 +39,7 @@ pub struct Management {
 impl Management {
     /// `explicit`: --management-url / DLQ_MANAGEMENT_URL; otherwise http://<amqp host>:15672.
     /// Credentials come from the management URL when it has them, else from the AMQP URL.
-    pub fn new(explicit: Option<&str>, amqp: &BrokerUrl) -> Management {
+    pub(crate) fn new(explicit: Option<&str>, amqp: &BrokerUrl) -> Management {
         let (base, user, pass) = match explicit.and_then(|u| url::Url::parse(u).ok()) {
             Some(mut u) => {
                 let creds = (!u.username().is_empty()).then(|| {
@@ -90,7 +90,7 @@ impl Management {
         }
     }
 
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         redact_url(&self.base)
     }
 
@@ -99,7 +99,7 @@ impl Management {
     }
 
     /// GET a path; `Ok(None)` on 404.
-    pub fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
+    pub(crate) fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
         let url = format!("{}/api/{}", self.base, path);
         let mut resp = self
             .agent
@@ -123,7 +123,7 @@ impl Management {
     }
 
     /// Checks that the API answers for this vhost with these credentials.
-    pub fn probe(&self) -> Result<(), ApiError> {
+    pub(crate) fn probe(&self) -> Result<(), ApiError> {
         match self.get(&format!("vhosts/{}", Self::enc(&self.vhost)))? {
             Some(_) => Ok(()),
             None => Err(ApiError::Status(
@@ -133,12 +133,12 @@ impl Management {
         }
     }
 
-    pub fn overview(&self) -> Result<Option<Value>, ApiError> {
+    pub(crate) fn overview(&self) -> Result<Option<Value>, ApiError> {
         self.get("overview")
     }
 
     /// The broker's version as /api/overview reports it ("4.0.5"); None when it does not say.
-    pub fn version(&self) -> Result<Option<String>, ApiError> {
+    pub(crate) fn version(&self) -> Result<Option<String>, ApiError> {
         Ok(self.overview()?.and_then(|o| {
             o.get("rabbitmq_version")
                 .and_then(Value::as_str)
@@ -146,7 +146,7 @@ impl Management {
         }))
     }
 
-    pub fn queue(&self, name: &str) -> Result<Option<Value>, ApiError> {
+    pub(crate) fn queue(&self, name: &str) -> Result<Option<Value>, ApiError> {
         self.get(&format!(
             "queues/{}/{}",
             Self::enc(&self.vhost),
@@ -154,7 +154,7 @@ impl Management {
         ))
     }
 
-    pub fn exchange(&self, name: &str) -> Result<Option<Value>, ApiError> {
+    pub(crate) fn exchange(&self, name: &str) -> Result<Option<Value>, ApiError> {
         self.get(&format!(
             "exchanges/{}/{}",
             Self::enc(&self.vhost),
@@ -163,7 +163,11 @@ impl Management {
     }
 
     /// Routing keys of the bindings from `exchange` to `queue`.
-    pub fn binding_keys(&self, exchange: &str, queue: &str) -> Result<Vec<String>, ApiError> {
+    pub(crate) fn binding_keys(
+        &self,
+        exchange: &str,
+        queue: &str,
+    ) -> Result<Vec<String>, ApiError> {
         let path = format!(
             "bindings/{}/e/{}/q/{}",
             Self::enc(&self.vhost),

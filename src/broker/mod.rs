@@ -16,7 +16,7 @@ use lapin::{Connection, ConnectionProperties};
 use crate::error::{Error, Result};
 use crate::util::redact_url;
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Between two rounds of reconnecting through the URL list.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -38,14 +38,9 @@ pub struct BrokerUrl {
 }
 
 impl BrokerUrl {
-    /// "host:port, vhost /" as errors show it.
-    pub fn target(&self) -> String {
-        format!("{}:{} (vhost \"{}\")", self.host, self.port, self.vhost)
-    }
-
     /// The URL as messages show it: password as `***`, without the query string (TLS file
     /// paths and options are named by the message that needs them).
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let url = redact_url(&self.url);
         match url.split_once('?') {
             Some((base, _)) => base.to_string(),
@@ -56,10 +51,10 @@ impl BrokerUrl {
 
 /// The longest broker URL dlq reads (TLS file paths included, a URL stays far below it);
 /// anything longer is refused before it is parsed, resolved or printed.
-pub const MAX_URL_LEN: usize = 8192;
+pub(crate) const MAX_URL_LEN: usize = 8192;
 
 /// Parses an amqp:// or amqps:// URL; anything else is a usage error naming the (redacted) URL.
-pub fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
+pub(crate) fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
     if text.len() > MAX_URL_LEN {
         return Err(Error::usage(format!(
             "the broker URL is {} bytes long; at most {} are accepted",
@@ -144,7 +139,7 @@ impl Broker {
 
     /// Tries the URLs again, round after round, until one answers or `deadline` passes (a
     /// replay that lost its connection goes on through another node of a cluster).
-    pub async fn reconnect(
+    pub(crate) async fn reconnect(
         urls: &[String],
         purpose: &str,
         deadline: tokio::time::Instant,
@@ -167,12 +162,12 @@ impl Broker {
 
     /// Whether the connection itself is gone (closed by the broker, reset, timed out), as
     /// opposed to an error on one channel while the connection is still up.
-    pub fn is_lost(&self) -> bool {
+    pub(crate) fn is_lost(&self) -> bool {
         !self.connection.status().connected()
     }
 
     /// The error for a connection found closed (e.g. a consumer's stream that ended with it).
-    pub fn closed(&self) -> Error {
+    pub(crate) fn closed(&self) -> Error {
         Error::runtime(format!(
             "lost the connection to {}: the connection was closed",
             self.url.redacted()
@@ -236,13 +231,13 @@ async fn open(url: &BrokerUrl, props: ConnectionProperties) -> lapin::Result<Con
 }
 
 /// The next item of a stream (lapin's `Consumer`), without a dependency just for `StreamExt::next`.
-pub async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+pub(crate) async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
 }
 
 /// A broker refusal in one line, named by what it is; None for the codes that mean the
 /// connection itself went away (320 connection-forced, 5xx frame and internal errors).
-pub fn refusal(code: u16, text: &str) -> Option<String> {
+pub(crate) fn refusal(code: u16, text: &str) -> Option<String> {
     if let Some((size, max)) = size_refusal(text) {
         return Some(too_large(size, max));
     }
@@ -265,7 +260,7 @@ pub fn refusal(code: u16, text: &str) -> Option<String> {
 
 /// The sizes in the broker's refusal of a message over `max_message_size`:
 /// "PRECONDITION_FAILED - message size 17825792 is larger than configured max size 16777216".
-pub fn size_refusal(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn size_refusal(text: &str) -> Option<(u64, u64)> {
     let rest = text.split("message size ").nth(1)?;
     let (size, rest) = rest.split_once(" is larger than configured max size ")?;
     let max: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -273,7 +268,7 @@ pub fn size_refusal(text: &str) -> Option<(u64, u64)> {
 }
 
 /// "a message of 17,825,792 bytes is over the broker's max_message_size (16,777,216 bytes)"
-pub fn too_large(size: u64, max: u64) -> String {
+pub(crate) fn too_large(size: u64, max: u64) -> String {
     format!(
         "a message of {} bytes is over the broker's max_message_size ({} bytes)",
         crate::util::thousands(size),
@@ -282,7 +277,7 @@ pub fn too_large(size: u64, max: u64) -> String {
 }
 
 /// The reply code and text of a channel- or connection-level error from the broker.
-pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+pub(crate) fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(err) => Some((err.get_id(), err.get_message().to_string())),
         _ => None,
@@ -340,7 +335,7 @@ fn tls_reason(io: &std::io::Error, url: &BrokerUrl) -> Option<String> {
 }
 
 /// A lapin error in a few words, for one-line messages.
-pub fn short_reason(e: &lapin::Error) -> String {
+pub(crate) fn short_reason(e: &lapin::Error) -> String {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(err) => {
             format!("{} {}", err.get_id(), err.get_message())

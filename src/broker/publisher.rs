@@ -23,11 +23,11 @@ use super::Broker;
 use crate::error::Result;
 
 /// How many publishes may await their confirm at once, by default.
-pub const CONFIRM_WINDOW: usize = 512;
+pub(crate) const CONFIRM_WINDOW: usize = 512;
 
 /// The fate of one publish, identified by the caller's key (a source message, a line number).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled<K> {
+pub(crate) enum Settled<K> {
     Confirmed(K),
     /// Unroutable with `mandatory`: no such queue. The reason is the broker's reply.
     Returned(K, String),
@@ -42,14 +42,14 @@ fn body_hash(body: &[u8]) -> u64 {
 
 /// What a copy looked like, to recognise it when the broker returns it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     pub queue: String,
     pub body_hash: u64,
     pub properties: BasicProperties,
 }
 
 impl Fingerprint {
-    pub fn of(queue: &str, body: &[u8], properties: &BasicProperties) -> Fingerprint {
+    pub(crate) fn of(queue: &str, body: &[u8], properties: &BasicProperties) -> Fingerprint {
         Fingerprint {
             queue: queue.to_string(),
             body_hash: body_hash(body),
@@ -70,7 +70,7 @@ struct Entry<K> {
 
 /// The bookkeeping of publishes in flight (pure).
 #[derive(Debug)]
-pub struct Ledger<K> {
+pub(crate) struct Ledger<K> {
     published: u64,
     /// Confirms are seen in publish order: every seq up to this one was seen.
     seen_upto: u64,
@@ -93,7 +93,7 @@ impl<K> Default for Ledger<K> {
 
 impl<K: Clone> Ledger<K> {
     /// Records a publish; its sequence number (1, 2, …), which its confirm will be seen with.
-    pub fn published(&mut self, key: K, fingerprint: Fingerprint) -> u64 {
+    pub(crate) fn published(&mut self, key: K, fingerprint: Fingerprint) -> u64 {
         self.published += 1;
         self.entries.push_back(Entry {
             seq: self.published,
@@ -107,7 +107,12 @@ impl<K: Clone> Ledger<K> {
 
     /// Records the confirm of `seq` (seen in publish order), and the return it carried, if any:
     /// that return may belong to any copy still in the ledger.
-    pub fn confirmed(&mut self, seq: u64, ack: bool, returned: Option<(Fingerprint, String)>) {
+    pub(crate) fn confirmed(
+        &mut self,
+        seq: u64,
+        ack: bool,
+        returned: Option<(Fingerprint, String)>,
+    ) {
         self.seen_upto = self.seen_upto.max(seq);
         let barrier = self.published;
         if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
@@ -147,7 +152,7 @@ impl<K: Clone> Ledger<K> {
     }
 
     /// The publishes whose fate is now certain, in publish order.
-    pub fn take_settled(&mut self) -> Vec<Settled<K>> {
+    pub(crate) fn take_settled(&mut self) -> Vec<Settled<K>> {
         let mut out = Vec::new();
         while let Some(e) = self.entries.front() {
             match e.seen {
@@ -165,16 +170,16 @@ impl<K: Clone> Ledger<K> {
         out
     }
 
-    pub fn unmatched_return(&self) -> Option<&str> {
+    pub(crate) fn unmatched_return(&self) -> Option<&str> {
         self.unmatched.as_deref()
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.entries.len()
     }
 }
 
-pub struct ConfirmedPublisher<'b, K> {
+pub(crate) struct ConfirmedPublisher<'b, K> {
     broker: &'b Broker,
     channel: Channel,
     confirms: VecDeque<(u64, PublisherConfirm)>,
@@ -184,21 +189,21 @@ pub struct ConfirmedPublisher<'b, K> {
 
 /// Bodies up to this size are published unchecked: no RabbitMQ version's default
 /// `max_message_size` is lower (4.x: 16 MiB; 3.x: 128 MiB).
-pub const UNCHECKED_SIZE: usize = 16 << 20;
+pub(crate) const UNCHECKED_SIZE: usize = 16 << 20;
 
 /// Whether bodies fit the broker's `max_message_size`, learnt before a real publish could close
 /// the channel halfway through a run: a body over [`UNCHECKED_SIZE`] is first published where it
 /// routes nowhere (the default exchange, a queue name nobody uses, not mandatory), which the
 /// broker either drops (it fits) or refuses with its limit.
 #[derive(Debug, Default)]
-pub struct SizeCheck {
+pub(crate) struct SizeCheck {
     fits_up_to: usize,
     max: Option<u64>,
 }
 
 impl SizeCheck {
     /// None when a body of this size is accepted; Some(limit) when the broker refuses it.
-    pub async fn over_limit(&mut self, broker: &Broker, body: &[u8]) -> Result<Option<u64>> {
+    pub(crate) async fn over_limit(&mut self, broker: &Broker, body: &[u8]) -> Result<Option<u64>> {
         let len = body.len();
         if len <= UNCHECKED_SIZE.max(self.fits_up_to) {
             return Ok(None);
@@ -249,7 +254,10 @@ impl SizeCheck {
 
 impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
     /// `window`: how many publishes may await their confirm at once.
-    pub async fn open(broker: &'b Broker, window: usize) -> Result<ConfirmedPublisher<'b, K>> {
+    pub(crate) async fn open(
+        broker: &'b Broker,
+        window: usize,
+    ) -> Result<ConfirmedPublisher<'b, K>> {
         let channel = broker.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -266,7 +274,7 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
 
     /// Publishes to the default exchange with routing key `queue`, `mandatory` set. Returns the
     /// publishes now settled: the caller must act on each.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &mut self,
         key: K,
         queue: &str,
@@ -300,7 +308,7 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
     }
 
     /// Waits for every publish still in flight; afterwards every one is settled.
-    pub async fn flush(&mut self) -> Result<Vec<Settled<K>>> {
+    pub(crate) async fn flush(&mut self) -> Result<Vec<Settled<K>>> {
         while !self.confirms.is_empty() {
             self.see_one().await?;
         }
@@ -308,18 +316,18 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
     }
 
     /// Publishes sent and not yet settled.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.ledger.in_flight()
     }
 
     /// Changes how many publishes may await their confirm (the reader's budget, in bytes,
     /// shrinks it when messages turn out big).
-    pub fn set_window(&mut self, window: usize) {
+    pub(crate) fn set_window(&mut self, window: usize) {
         self.window = window.max(1);
     }
 
     /// A return no copy could be paired with (see [`Ledger`]).
-    pub fn unmatched_return(&self) -> Option<&str> {
+    pub(crate) fn unmatched_return(&self) -> Option<&str> {
         self.ledger.unmatched_return()
     }
 
@@ -354,7 +362,7 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
         Ok(())
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.channel.close(200, "done".into()).await;
     }
 }

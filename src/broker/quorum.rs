@@ -8,14 +8,14 @@ use super::management::Management;
 use super::BrokerUrl;
 
 /// RabbitMQ 4.0 gave every quorum queue this delivery-limit when none is configured.
-pub const DEFAULT_DELIVERY_LIMIT_4X: i64 = 20;
+pub(crate) const DEFAULT_DELIVERY_LIMIT_4X: i64 = 20;
 
 /// Reading stops at a message this close to its limit: a few more browses may drop or dead-letter it.
-pub const MARGIN: i64 = 2;
+pub(crate) const MARGIN: i64 = 2;
 
 /// What browsing this queue risks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Risk {
+pub(crate) enum Risk {
     /// Browsing does not bring any message closer to being dropped.
     None,
     /// Each browse counts toward `limit`; reading stops at a message within [`MARGIN`] of it unless forced.
@@ -29,7 +29,7 @@ pub enum Risk {
 /// Where a message given back (basic.nack with requeue) goes, which decides how a read that stops
 /// before the end of the queue must go on so that the queue keeps its order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requeue {
+pub(crate) enum Requeue {
     /// Back to its place (classic queues).
     InPlace,
     /// To the back of the queue: quorum queues before 4.0 (measured on 3.10.8, with and without a
@@ -44,7 +44,7 @@ pub enum Requeue {
 
 /// The [`Requeue`] of a queue of this type on this broker version (unknown: as before 4.0, since
 /// reading the whole queue keeps the order on every version).
-pub fn requeue(queue_type: &str, version: Option<&str>) -> Requeue {
+pub(crate) fn requeue(queue_type: &str, version: Option<&str>) -> Requeue {
     if queue_type != "quorum" {
         return Requeue::InPlace;
     }
@@ -56,13 +56,13 @@ pub fn requeue(queue_type: &str, version: Option<&str>) -> Requeue {
 
 /// What the management API tells about reading a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assessment {
+pub(crate) struct Assessment {
     pub risk: Risk,
     pub requeue: Requeue,
 }
 
 /// `major.minor` of a RabbitMQ version string such as "4.1.2" or "4.2.0-rc.1".
-pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.trim().split(['.', '-', '+']);
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
@@ -82,7 +82,7 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
 /// | quorum     | before 4.0      | any n            | DeliveryLimit n (every return counted; a negative n drops at the first) |
 /// | quorum     | before 4.0      | none             | None (no default limit) |
 /// | quorum     | unknown version | as 4.0–4.2, to be safe |
-pub fn risk(queue_type: &str, version: Option<&str>, configured_limit: Option<i64>) -> Risk {
+pub(crate) fn risk(queue_type: &str, version: Option<&str>, configured_limit: Option<i64>) -> Risk {
     match queue_type {
         "stream" => return Risk::Stream,
         "quorum" => {}
@@ -110,7 +110,7 @@ pub fn risk(queue_type: &str, version: Option<&str>, configured_limit: Option<i6
 
 /// The delivery-limit configured for a queue in the management API's answer: the lower of the
 /// queue argument and the (operator) policy, as RabbitMQ applies it.
-pub fn configured_limit(queue: &Value) -> Option<i64> {
+pub(crate) fn configured_limit(queue: &Value) -> Option<i64> {
     let from_args = queue
         .pointer("/arguments/x-delivery-limit")
         .and_then(Value::as_i64);
@@ -126,32 +126,32 @@ pub fn configured_limit(queue: &Value) -> Option<i64> {
 
 /// True when a message with this `x-delivery-count` (none: never returned) is within
 /// [`MARGIN`] returns of `limit`.
-pub fn near_limit(delivery_count: Option<i64>, limit: i64) -> bool {
+pub(crate) fn near_limit(delivery_count: Option<i64>, limit: i64) -> bool {
     delivery_count.unwrap_or(0).saturating_add(MARGIN) >= limit
 }
 
 /// Why a guarded read stopped at a message, for the one-line problem (exit 1).
-pub fn stop_reason(position: u64, delivery_count: i64, limit: i64) -> String {
+pub(crate) fn stop_reason(position: u64, delivery_count: i64, limit: i64) -> String {
     format!(
         "reading stopped at message {position}: its x-delivery-count is {delivery_count} and the queue's delivery-limit is {limit}, so reading it again could drop it (move it out with `dlq replay` or `dlq export --remove`, or raise the limit with a policy)"
     )
 }
 
 /// The warning before a guarded read: what counts, and where reading will stop.
-pub fn guard_warning(queue: &str, limit: i64, version: &str) -> String {
+pub(crate) fn guard_warning(queue: &str, limit: i64, version: &str) -> String {
     format!(
         "\"{queue}\" is a quorum queue on RabbitMQ {version}: every message read and left in place counts toward its delivery-limit ({limit}); messages are read one at a time, and reading stops at the first that is within {MARGIN} returns of it"
     )
 }
 
 /// The `x-delivery-count` header a quorum queue puts on redelivered messages.
-pub fn delivery_count(headers: Option<&FieldTable>) -> Option<i64> {
+pub(crate) fn delivery_count(headers: Option<&FieldTable>) -> Option<i64> {
     crate::message::value_int(headers?.inner().get("x-delivery-count")?)
 }
 
 /// Asks the management API (blocking: run it off the async threads) what browsing `queue` risks.
 /// lapin does not expose the server properties, so the version comes from /api/overview.
-pub fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Assessment {
+pub(crate) fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str) -> Assessment {
     let api = Management::new(management_url, amqp);
     let unusable = |why: String| Assessment {
         risk: Risk::Unknown(format!(

@@ -29,7 +29,7 @@ use super::{next, quorum, Broker};
 use crate::error::Result;
 
 /// What the broker may push ahead of the reader, in bytes, per segment.
-pub const AHEAD_BYTES: usize = 8 << 20;
+pub(crate) const AHEAD_BYTES: usize = 8 << 20;
 
 /// At most this many channels hold kept messages; past it, the last segment keeps reading (a
 /// queue of many millions of kept messages, where acks slow down again rather than fail).
@@ -37,7 +37,7 @@ const MAX_SEGMENTS: usize = 1_500;
 
 /// The per-segment sizes, derived from the largest message seen so far (pure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// basic.qos prefetch of the segment's consumer.
     pub prefetch: u16,
     /// Kept messages after which the segment is closed for new deliveries.
@@ -47,7 +47,7 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn for_size(largest: usize) -> Budget {
+    pub(crate) fn for_size(largest: usize) -> Budget {
         let per = largest.max(1024);
         let prefetch = (AHEAD_BYTES / per).clamp(8, 4096) as u16;
         Budget {
@@ -62,7 +62,7 @@ impl Budget {
 
 /// Where a delivery came from: what the caller hands back to ack or keep it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Handle {
+pub(crate) struct Handle {
     segment: usize,
     tag: u64,
     /// Guarded mode: the message's position and x-delivery-count when it is near the limit.
@@ -71,7 +71,7 @@ pub struct Handle {
 
 /// Why the reader stopped short of the messages it set out to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shortfall {
+pub(crate) enum Shortfall {
     /// The queue had nothing more ready for us: another consumer took some.
     RanOut,
     /// The broker cancelled the consumer: the queue was deleted.
@@ -88,7 +88,7 @@ pub enum Shortfall {
 }
 
 impl Shortfall {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Shortfall::RanOut => "another consumer took them".into(),
             Shortfall::Cancelled => "the queue was deleted".into(),
@@ -115,7 +115,7 @@ struct Segment {
     cancelled: bool,
 }
 
-pub struct QueueReader<'b> {
+pub(crate) struct QueueReader<'b> {
     broker: &'b Broker,
     pub queue: String,
     /// Messages in the queue when reading started: the most that will be looked at.
@@ -139,7 +139,7 @@ pub struct QueueReader<'b> {
 /// those present at the start are at least `at_least` (none of the acks was lost) and at most
 /// `at_most` (all of the last connection's acks were lost).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Left {
+pub(crate) struct Left {
     pub at_least: u64,
     pub at_most: u64,
     /// How long an empty queue is waited for while fewer than `at_least` were looked at: what the
@@ -175,7 +175,7 @@ impl<'b> QueueReader<'b> {
     /// A missing queue is a runtime error naming it; it is never created. With `guard` (the
     /// delivery-limit of a quorum queue where each return counts), reads one message at a time
     /// and stops after keeping one near that limit.
-    pub async fn open(
+    pub(crate) async fn open(
         broker: &'b Broker,
         queue: &str,
         guard: Option<i64>,
@@ -186,7 +186,7 @@ impl<'b> QueueReader<'b> {
     /// A reader that goes on after a lost connection with what is `left`: it reads what is ready,
     /// up to `left.at_most`, and waits for what the lost connection held while fewer than
     /// `left.at_least` were looked at (see [`Left`]).
-    pub async fn open_resuming(
+    pub(crate) async fn open_resuming(
         broker: &'b Broker,
         queue: &str,
         guard: Option<i64>,
@@ -215,7 +215,7 @@ impl<'b> QueueReader<'b> {
     }
 
     /// The sizes in force: a caller keeps at most `in_flight` copies unacked.
-    pub fn budget(&self) -> Budget {
+    pub(crate) fn budget(&self) -> Budget {
         self.budget
     }
 
@@ -246,7 +246,7 @@ impl<'b> QueueReader<'b> {
     /// The next message, its 1-based position and its handle; `None` once every message present
     /// at the start was looked at, or when the queue ran out before (see [`Self::shortfall`]).
     /// A slow broker is waited for: only an empty queue or a cancelled consumer ends it early.
-    pub async fn next(&mut self) -> Result<Option<(u64, Delivery, Handle)>> {
+    pub(crate) async fn next(&mut self) -> Result<Option<(u64, Delivery, Handle)>> {
         if self.seen >= self.depth || self.shortfall.is_some() {
             return Ok(None);
         }
@@ -361,14 +361,14 @@ impl<'b> QueueReader<'b> {
 
     /// How many of the messages present at the start were not looked at, and why, when the
     /// queue ran out early.
-    pub fn shortfall(&self) -> Option<(u64, Shortfall)> {
+    pub(crate) fn shortfall(&self) -> Option<(u64, Shortfall)> {
         self.shortfall
             .clone()
             .map(|s| (self.depth.saturating_sub(self.seen), s))
     }
 
     /// The one-line problem for a read that stopped short, if it did.
-    pub fn shortfall_problem(&self) -> Option<String> {
+    pub(crate) fn shortfall_problem(&self) -> Option<String> {
         let (missing, why) = self
             .shortfall()
             .filter(|(missing, why)| *missing > 0 || matches!(why, Shortfall::NearLimit { .. }))?;
@@ -379,13 +379,9 @@ impl<'b> QueueReader<'b> {
         ))
     }
 
-    pub fn seen(&self) -> u64 {
-        self.seen
-    }
-
     /// Leaves this message in the queue; it is given back, in place, by [`Self::finish`]. When
     /// the segment holds enough, reading goes on in a new segment.
-    pub async fn keep(&mut self, h: Handle) -> Result<()> {
+    pub(crate) async fn keep(&mut self, h: Handle) -> Result<()> {
         if let (Some((position, delivery_count)), Some(limit)) = (h.near_limit, self.guard) {
             self.shortfall.get_or_insert(Shortfall::NearLimit {
                 position,
@@ -423,7 +419,7 @@ impl<'b> QueueReader<'b> {
 
     /// Removes these messages (each made safe by the caller): per segment, one multiple ack when
     /// nothing else unacked lies below the highest of them, else one ack each.
-    pub async fn ack(&mut self, handles: &[Handle]) -> Result<()> {
+    pub(crate) async fn ack(&mut self, handles: &[Handle]) -> Result<()> {
         let mut by_segment: Vec<Vec<u64>> = vec![Vec::new(); self.segments.len()];
         for h in handles {
             by_segment[h.segment].push(h.tag);
@@ -461,7 +457,7 @@ impl<'b> QueueReader<'b> {
     /// Stops reading and puts every unacked message back where it was: cancel, take in what is
     /// still buffered, then one multiple nack per segment naming its highest unacked tag (a tag
     /// already acked would be refused). Call only once nothing is in flight.
-    pub async fn finish(mut self) -> Result<()> {
+    pub(crate) async fn finish(mut self) -> Result<()> {
         let mut gave_back = false;
         for segment in &mut self.segments {
             if let Some(mut consumer) = segment.consumer.take() {

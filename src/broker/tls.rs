@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// The TLS query parameters of one `amqps://` URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
+pub(crate) struct TlsOptions {
     /// PEM file of the CA certificates to trust; the system's roots when absent.
     pub cacertfile: Option<PathBuf>,
     /// PEM client certificate (chain) and its key, presented when the server asks.
@@ -29,7 +29,7 @@ pub struct TlsOptions {
 
 /// The parameters this module reads; any of them on an `amqp://` URL is a usage error (the
 /// user wanted TLS and would silently get a plain connection).
-pub const PARAMETERS: [&str; 5] = [
+pub(crate) const PARAMETERS: [&str; 5] = [
     "cacertfile",
     "certfile",
     "keyfile",
@@ -39,7 +39,7 @@ pub const PARAMETERS: [&str; 5] = [
 
 impl TlsOptions {
     /// Reads the query parameters of a URL. `tls` says whether the scheme is amqps.
-    pub fn from_url(url: &url::Url, tls: bool) -> Result<Option<TlsOptions>> {
+    pub(crate) fn from_url(url: &url::Url, tls: bool) -> Result<Option<TlsOptions>> {
         let get = |key: &str| {
             url.query_pairs()
                 .find(|(k, _)| k == key)
@@ -88,7 +88,7 @@ impl TlsOptions {
 
     /// Reads every file it names and builds the AMQP configuration from them, once, when the
     /// URL is parsed: a missing, unreadable or unusable file is a usage error before connecting.
-    pub fn prepare(self) -> Result<Tls> {
+    pub(crate) fn prepare(self) -> Result<Tls> {
         let material = self.load()?;
         let config = material.rustls()?;
         Ok(Tls {
@@ -149,8 +149,8 @@ fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
 /// configuration AMQP connects with.
 #[derive(Clone)]
 pub struct Tls {
-    pub options: TlsOptions,
-    pub material: TlsMaterial,
+    pub(crate) options: TlsOptions,
+    pub(crate) material: TlsMaterial,
     pub config: Arc<ClientConfig>,
 }
 
@@ -181,7 +181,7 @@ type ClientIdentity = (
 
 /// The certificates and key of a [`TlsOptions`], read from their files.
 #[derive(Clone)]
-pub struct TlsMaterial {
+pub(crate) struct TlsMaterial {
     roots: Option<Vec<CertificateDer<'static>>>,
     identity: Option<ClientIdentity>,
     verify_peer: bool,
@@ -242,7 +242,7 @@ impl TlsMaterial {
     }
 
     /// The same trust and client certificate for the management API over https.
-    pub fn ureq(&self) -> ureq::tls::TlsConfig {
+    pub(crate) fn ureq(&self) -> ureq::tls::TlsConfig {
         use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts};
         let mut builder = ureq::tls::TlsConfig::builder().disable_verification(!self.verify_peer);
         builder = match &self.roots {
@@ -320,7 +320,7 @@ impl ServerCertVerifier for NoVerification {
 
 /// One line for a failed TLS handshake, from the error text rustls and the server gave.
 /// None when the text is not about TLS.
-pub fn handshake_reason(text: &str, host: &str, options: &TlsOptions) -> Option<String> {
+pub(crate) fn handshake_reason(text: &str, host: &str, options: &TlsOptions) -> Option<String> {
     // rustls words one failure as "UnknownIssuer" or "unknown issuer" depending on where it
     // comes from: compare without case or spaces.
     let t = text.to_lowercase().replace(' ', "");

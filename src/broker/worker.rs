@@ -26,7 +26,7 @@ pub struct WorkerStats {
 }
 
 /// Decides whether a message body fails: the example fails bodies containing a given text.
-pub fn fails(body: &[u8], needle: &str) -> bool {
+pub(crate) fn fails(body: &[u8], needle: &str) -> bool {
     !needle.is_empty() && body.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 

@@ -42,7 +42,7 @@ fn write_err(path: &Path, e: &std::io::Error) -> Error {
 
 /// What to do with the bytes after the last newline of an existing archive (pure).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Tail {
+pub(crate) enum Tail {
     /// Empty file, or it ends with a newline.
     Clean,
     /// A whole record without its newline: add the newline.
@@ -52,7 +52,7 @@ pub enum Tail {
     Cut(u64),
 }
 
-pub fn classify_tail(content_tail: &[u8], tail_start: u64) -> Tail {
+pub(crate) fn classify_tail(content_tail: &[u8], tail_start: u64) -> Tail {
     if content_tail.is_empty() {
         return Tail::Clean;
     }
@@ -122,12 +122,8 @@ fn repair_tail(path: &Path) -> Result<Option<String>> {
     }
 }
 
-pub async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
-    let filter = a
-        .filter
-        .as_deref()
-        .map(|f| super::compile_filter(f, "--filter"))
-        .transpose()?;
+pub(crate) async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+    let filter = super::compile_optional(a.filter.as_deref(), "--filter")?;
     let source = resolve(&a.source, settings)?;
     let consent = if a.remove {
         Some(ui::consent(settings, "export --remove")?)

@@ -78,7 +78,7 @@ fn records(
     }))
 }
 
-pub async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let consent = ui::consent(settings, "import")?;
     // Check every line first: a bad file publishes nothing.
     let mut count = 0u64;

@@ -23,7 +23,7 @@ use crate::settings::Settings;
 use crate::util::printable;
 
 /// A queue opened for a read that leaves its messages in place.
-pub struct Opened {
+pub(crate) struct Opened {
     pub broker: Broker,
     /// The queue's counts at the start.
     pub counts: QueueCounts,
@@ -36,7 +36,7 @@ pub struct Opened {
 }
 
 /// Connects, checks the queue exists and what browsing it risks, and says so on stderr.
-pub async fn open_source(settings: &Settings, queue: &str, purpose: &str) -> Result<Opened> {
+pub(crate) async fn open_source(settings: &Settings, queue: &str, purpose: &str) -> Result<Opened> {
     let broker = Broker::connect(&settings.urls, purpose).await?;
     // The management API answers slowly compared with AMQP; ask it while the queue is probed.
     let (assessment, counts) = tokio::join!(
@@ -62,7 +62,7 @@ pub async fn open_source(settings: &Settings, queue: &str, purpose: &str) -> Res
 }
 
 /// Decides, per delivery, whether it is shown, and counts what the filter left out and why.
-pub struct Selection {
+pub(crate) struct Selection {
     pub filter: Option<Filter>,
     pub filter_failures: u64,
     pub first_failure: Option<String>,
@@ -70,7 +70,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn new(filter: Option<Filter>) -> Selection {
+    pub(crate) fn new(filter: Option<Filter>) -> Selection {
         Selection {
             filter,
             filter_failures: 0,
@@ -80,7 +80,7 @@ impl Selection {
     }
 
     /// The contract object of a delivery when it is to be shown.
-    pub fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Value> {
+    pub(crate) fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Value> {
         let message = to_json(&MessageView::from_delivery(queue, position, d));
         if let Some(filter) = &self.filter {
             match filter.matches(&message) {
@@ -99,7 +99,7 @@ impl Selection {
     }
 
     /// Notes on what the filter left out, for the end of the run.
-    pub fn notes(&self, read: u64) -> Vec<String> {
+    pub(crate) fn notes(&self, read: u64) -> Vec<String> {
         let mut notes = Vec::new();
         if self.filter.is_some() {
             notes.push(format!(
@@ -119,7 +119,12 @@ impl Selection {
 }
 
 /// Why reading stopped at a message close to its delivery-limit (exit 1: the listing is partial).
-pub fn near_limit_problem(queue: &str, position: u64, delivery_count: i64, limit: i64) -> String {
+pub(crate) fn near_limit_problem(
+    queue: &str,
+    position: u64,
+    delivery_count: i64,
+    limit: i64,
+) -> String {
     format!(
         "\"{}\": {}; nothing behind it was read",
         printable(queue),
@@ -128,7 +133,11 @@ pub fn near_limit_problem(queue: &str, position: u64, delivery_count: i64, limit
 }
 
 /// What the end of a browse means for the user: notes, a problem (exit 1) or an interruption.
-pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Option<String>)> {
+pub(crate) fn ending(
+    queue: &str,
+    b: &Browsed,
+    target: u64,
+) -> Result<(Vec<String>, Option<String>)> {
     let shown = printable(queue);
     let mut notes = Vec::new();
     let mut problem = None;
@@ -165,7 +174,7 @@ pub fn ending(queue: &str, b: &Browsed, target: u64) -> Result<(Vec<String>, Opt
 /// A write error on stdout: a closed pipe (`| head`) just ends the listing.
 /// Ends a streamed listing: the sink's first write error or its closing, then how the browse
 /// ended; adds the notes and returns the problem, if any (exit 1).
-pub fn end_stream(
+pub(crate) fn end_stream(
     queue: &str,
     sink: MessageSink,
     write_error: Option<io::Error>,
@@ -186,7 +195,7 @@ pub fn end_stream(
     Ok(problem)
 }
 
-pub fn output_error(e: io::Error) -> Result<()> {
+pub(crate) fn output_error(e: io::Error) -> Result<()> {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Ok(())
     } else {
@@ -197,18 +206,10 @@ pub fn output_error(e: io::Error) -> Result<()> {
     }
 }
 
-pub async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let queue = super::source::resolve(&a.source, settings)?.queue;
-    let filter = a
-        .filter
-        .as_deref()
-        .map(|f| super::compile_filter(f, "--filter"))
-        .transpose()?;
-    let group_by = a
-        .group_by
-        .as_deref()
-        .map(|g| super::compile_filter(g, "--group-by"))
-        .transpose()?;
+    let filter = super::compile_optional(a.filter.as_deref(), "--filter")?;
+    let group_by = super::compile_optional(a.group_by.as_deref(), "--group-by")?;
     let Opened {
         broker,
         counts,

@@ -39,7 +39,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<Box<dyn Report
 ///
 /// `@FILE` reads the expression from FILE (for one longer than a command-line argument may be),
 /// except a jq format such as `@base64` when no file of that name exists.
-pub fn compile_filter(expr: &str, flag: &str) -> Result<Filter> {
+pub(crate) fn compile_filter(expr: &str, flag: &str) -> Result<Filter> {
     let text = expression_text(expr, flag)?;
     Filter::compile(&text).map_err(|e| {
         Error::usage(e.to_string().replacen(
@@ -48,6 +48,11 @@ pub fn compile_filter(expr: &str, flag: &str) -> Result<Filter> {
             1,
         ))
     })
+}
+
+/// [`compile_filter`] of an optional flag.
+pub(crate) fn compile_optional(expr: Option<&str>, flag: &str) -> Result<Option<Filter>> {
+    expr.map(|e| compile_filter(e, flag)).transpose()
 }
 
 /// jq's format strings, which are expressions of their own.

@@ -20,7 +20,7 @@ use crate::settings::Settings;
 use crate::ui::{self, Consent};
 use crate::util::{io_reason, printable};
 
-pub async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let queue = super::source::resolve(&a.source, settings)?.queue;
     if !a.pop {
         return peek(a, settings, &queue).await;

@@ -10,7 +10,7 @@ use crate::report::moves::PurgeReport;
 use crate::settings::Settings;
 use crate::ui;
 
-pub async fn run(a: &PurgeArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &PurgeArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let source = resolve(&a.source, settings)?;
     let consent = ui::consent(settings, "purge")?;
     let broker = Broker::connect(&settings.urls, "purge").await?;

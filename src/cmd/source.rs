@@ -14,14 +14,14 @@ use crate::util::printable;
 const MANAGEMENT_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub(crate) struct Source {
     /// The queue messages are read from.
     pub queue: String,
     /// The service's work queue, when a SERVICE was named.
     pub work_queue: Option<String>,
 }
 
-pub fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
+pub(crate) fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
     match (&a.service, &a.queue) {
         (_, Some(q)) => Ok(Source {
             queue: q.clone(),
@@ -41,7 +41,7 @@ pub fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
 /// Runs a blocking management API call on a plain thread and waits at most `wait` for it. A plain
 /// thread, not spawn_blocking: when the API does not answer, dlq goes on without it and must not
 /// wait for the thread when it exits. Err says why there is no answer.
-pub async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     wait: Duration,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> std::result::Result<T, String> {
@@ -60,7 +60,7 @@ pub async fn off_thread<T: Send + 'static>(
 }
 
 /// What reading `queue` and leaving messages in place risks, from the management API.
-pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Assessment {
+pub(crate) async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Assessment {
     let (management, url, name) = (
         settings.management_url.clone(),
         broker.url.clone(),
@@ -77,7 +77,11 @@ pub async fn assess(settings: &Settings, broker: &Broker, queue: &str) -> Assess
 }
 
 /// For a command that reports no notes at the end: assess and guard in one go, warning at once.
-pub async fn read_guard(settings: &Settings, broker: &Broker, queue: &str) -> Result<Option<i64>> {
+pub(crate) async fn read_guard(
+    settings: &Settings,
+    broker: &Broker,
+    queue: &str,
+) -> Result<Option<i64>> {
     let risk = assess(settings, broker, queue).await.risk;
     let (guard, notes) = guard_for(risk, queue, settings)?;
     for n in notes {
@@ -88,7 +92,7 @@ pub async fn read_guard(settings: &Settings, broker: &Broker, queue: &str) -> Re
 
 /// The delivery-limit a read of `queue` must keep clear of (None: reads are free), with notes
 /// for the end of the run. Warns on stderr when reads count; a stream is refused.
-pub fn guard_for(
+pub(crate) fn guard_for(
     risk: Risk,
     queue: &str,
     settings: &Settings,

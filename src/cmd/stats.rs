@@ -8,7 +8,7 @@ use crate::output::Report;
 use crate::report::stats::{QueueStat, ServiceStats, StatsReport};
 use crate::settings::Settings;
 
-pub async fn run(a: &StatsArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &StatsArgs, settings: &Settings) -> Result<Box<dyn Report>> {
     let config = settings.require_config()?;
     let services = config.select(&a.services)?;
     if services.is_empty() {

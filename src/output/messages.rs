@@ -25,7 +25,7 @@ const MAX_HEX_BODY: usize = 4 * 1024;
 
 /// How a message is shown in table mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
+pub(crate) enum View {
     /// One line per message (`list`).
     Row,
     /// Everything, over several lines (`peek`).
@@ -33,7 +33,7 @@ pub enum View {
 }
 
 /// Writes messages to stdout one at a time, so a listing of any length needs no memory for it.
-pub struct MessageSink {
+pub(crate) struct MessageSink {
     out: BufWriter<StdoutLock<'static>>,
     format: OutputFormat,
     view: View,
@@ -44,7 +44,7 @@ pub struct MessageSink {
 }
 
 impl MessageSink {
-    pub fn new(settings: &Settings, view: View) -> MessageSink {
+    pub(crate) fn new(settings: &Settings, view: View) -> MessageSink {
         MessageSink {
             out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
             format: settings.output,
@@ -57,7 +57,7 @@ impl MessageSink {
     }
 
     /// Writes one contract object (CONTRACT.md section 5) in the chosen format.
-    pub fn push(&mut self, message: &Value) -> io::Result<()> {
+    pub(crate) fn push(&mut self, message: &Value) -> io::Result<()> {
         match self.format {
             OutputFormat::Jsonl => {
                 crate::json::to_writer(&mut self.out, message)?;
@@ -90,12 +90,12 @@ impl MessageSink {
     }
 
     /// Makes everything pushed so far visible (before a prompt).
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
     /// Closes the JSON array (an empty listing is `[]`) and flushes.
-    pub fn finish(mut self) -> io::Result<()> {
+    pub(crate) fn finish(mut self) -> io::Result<()> {
         if self.format == OutputFormat::Json {
             self.out
                 .write_all(if self.written == 0 { b"[]\n" } else { b"\n]\n" })?;
@@ -113,7 +113,7 @@ impl MessageSink {
 }
 
 /// A warning on stderr while a command runs (hidden by --quiet).
-pub fn warn(settings: &Settings, text: &str) {
+pub(crate) fn warn(settings: &Settings, text: &str) {
     if !settings.quiet {
         eprintln!("warning: {}", for_terminal(text));
     }
@@ -245,7 +245,7 @@ fn age(m: &Value, now: i64) -> String {
 }
 
 /// "45s", "12m", "5h", "3d": the largest whole unit, for a narrow column.
-pub fn compact_duration(secs: i64) -> String {
+pub(crate) fn compact_duration(secs: i64) -> String {
     match secs {
         s if s < 0 => "0s".to_string(),
         s if s < 60 => format!("{s}s"),
@@ -521,7 +521,7 @@ fn indented_lines(text: &str) -> String {
 }
 
 /// `offset  16 hex bytes  |ascii|`, printable ASCII only on the right.
-pub fn hex_dump(bytes: &[u8]) -> String {
+pub(crate) fn hex_dump(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(MAX_HEX_BODY)];
     let mut out = String::new();
     for (i, chunk) in shown.chunks(16).enumerate() {

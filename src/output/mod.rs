@@ -10,7 +10,7 @@ use std::io::Write;
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use serde_json::Value;
 
-pub use crate::format::OutputFormat;
+pub(crate) use crate::format::OutputFormat;
 
 use crate::error::Outcome;
 use crate::settings::Settings;
@@ -51,7 +51,7 @@ pub struct Style {
 }
 
 impl Style {
-    pub fn cell(&self, text: impl ToString, color: Color) -> Cell {
+    pub(crate) fn cell(&self, text: impl ToString, color: Color) -> Cell {
         let c = Cell::new(text.to_string());
         if self.color {
             c.fg(color)
@@ -61,7 +61,7 @@ impl Style {
     }
 }
 
-pub fn new_table(headers: &[&str]) -> Table {
+pub(crate) fn new_table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)

@@ -9,7 +9,7 @@ use crate::sanitize::for_terminal;
 
 /// The rows a dry run or a confirmation shows: a few of the messages and where they would go,
 /// and with --transform what it changes in each (field paths in colour on a terminal).
-pub fn preview_text(r: &ReplayReport, color: bool) -> String {
+pub(crate) fn preview_text(r: &ReplayReport, color: bool) -> String {
     let c = r.counts;
     let mut text = format!(
         "{} of {} message(s) looked at in \"{}\" would go to {} ({} kept{})",

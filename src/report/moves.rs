@@ -8,13 +8,13 @@ use crate::error::Outcome;
 
 /// Where copies go: one queue, or each message's own origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     Queue(String),
     Origin,
 }
 
 impl Destination {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Destination::Queue(q) => format!("\"{q}\""),
             Destination::Origin => "each message's origin queue".to_string(),
@@ -23,7 +23,7 @@ impl Destination {
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub replayed: u64,
     pub kept: u64,
     pub failed: u64,
@@ -31,7 +31,7 @@ pub struct Counts {
 
 /// A few of the messages a dry run or a confirmation shows.
 #[derive(Debug, Clone, Serialize)]
-pub struct PreviewRow {
+pub(crate) struct PreviewRow {
     pub position: u64,
     pub message_id: Option<String>,
     pub destination: Option<String>,
@@ -46,7 +46,7 @@ pub struct PreviewRow {
     pub after: Option<serde_json::Value>,
 }
 
-pub struct ReplayReport {
+pub(crate) struct ReplayReport {
     pub source: String,
     pub destination: Destination,
     pub counts: Counts,
@@ -71,7 +71,7 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
-    pub fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         if self.interrupted {
             Outcome::Interrupted
         } else if self.counts.failed > 0 || self.problem.is_some() {
@@ -84,7 +84,7 @@ impl ReplayReport {
 
 /// A lost connection the move survived.
 #[derive(Debug, Clone, Serialize)]
-pub struct Reconnect {
+pub(crate) struct Reconnect {
     /// The URL whose connection was lost (password as `***`).
     pub lost: String,
     /// Why, in one line.
@@ -95,7 +95,7 @@ pub struct Reconnect {
     pub seconds: f64,
 }
 
-pub struct ExportReport {
+pub(crate) struct ExportReport {
     pub queue: String,
     pub file: PathBuf,
     pub exported: u64,
@@ -112,7 +112,7 @@ pub struct ExportReport {
 }
 
 impl ExportReport {
-    pub fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         if self.interrupted {
             Outcome::Interrupted
         } else if self.problem.is_some() {
@@ -123,7 +123,7 @@ impl ExportReport {
     }
 }
 
-pub struct ImportReport {
+pub(crate) struct ImportReport {
     pub file: PathBuf,
     pub queue: String,
     pub imported: u64,
@@ -135,7 +135,7 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
-    pub fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         if self.interrupted {
             Outcome::Interrupted
         } else {
@@ -144,7 +144,7 @@ impl ImportReport {
     }
 }
 
-pub struct PurgeReport {
+pub(crate) struct PurgeReport {
     pub queue: String,
     pub purged: u64,
     pub declined: bool,

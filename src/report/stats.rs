@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct QueueStat {
+pub(crate) struct QueueStat {
     pub queue: String,
     /// `None`: the queue does not exist.
     pub ready: Option<u32>,
@@ -11,14 +11,14 @@ pub struct QueueStat {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ServiceStats {
+pub(crate) struct ServiceStats {
     pub service: String,
     pub work: QueueStat,
     pub retry: QueueStat,
     pub error: QueueStat,
 }
 
-pub struct StatsReport {
+pub(crate) struct StatsReport {
     pub services: Vec<ServiceStats>,
     pub missing: Vec<String>,
 }

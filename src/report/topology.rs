@@ -2,18 +2,18 @@
 
 use crate::topology::{Finding, Topology};
 
-pub struct PlanReport {
+pub(crate) struct PlanReport {
     pub topology: Topology,
     pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Apply,
     Verify,
 }
 
-pub struct TopologyReport {
+pub(crate) struct TopologyReport {
     pub action: Action,
     pub findings: Vec<Finding>,
     /// Said on stderr: e.g. that the management API was unreachable.

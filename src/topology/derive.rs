@@ -9,7 +9,7 @@ use crate::config::{Naming, QueueType, Service};
 /// A queue or exchange argument value; RabbitMQ treats integer widths as equivalent, not strings vs integers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub enum ArgValue {
+pub(crate) enum ArgValue {
     Str(String),
     Int(i64),
 }
@@ -24,7 +24,7 @@ impl std::fmt::Display for ArgValue {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QueueSpec {
+pub(crate) struct QueueSpec {
     pub name: String,
     pub service: String,
     pub durable: bool,
@@ -32,7 +32,7 @@ pub struct QueueSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExchangeSpec {
+pub(crate) struct ExchangeSpec {
     pub name: String,
     pub service: String,
     /// `None`: the exchange is not ours to declare; it must already exist.
@@ -42,7 +42,7 @@ pub struct ExchangeSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BindingSpec {
+pub(crate) struct BindingSpec {
     pub service: String,
     pub exchange: String,
     pub queue: String,
@@ -50,7 +50,7 @@ pub struct BindingSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Topology {
+pub(crate) struct Topology {
     pub exchanges: Vec<ExchangeSpec>,
     pub queues: Vec<QueueSpec>,
     pub bindings: Vec<BindingSpec>,
@@ -62,7 +62,7 @@ fn s(v: &str) -> ArgValue {
 
 /// The RabbitMQ generation a topology is declared on: quorum queues need different arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generation {
+pub(crate) enum Generation {
     /// 3.x: no default delivery-limit, and a negative `x-delivery-limit` drops every message at
     /// its first return (measured on 3.10.8), so none is declared.
     Before4,
@@ -75,7 +75,7 @@ pub enum Generation {
 
 impl Generation {
     /// From the version string the management API reports ("4.0.5"); None when it does not parse.
-    pub fn of_version(version: &str) -> Option<Generation> {
+    pub(crate) fn of_version(version: &str) -> Option<Generation> {
         let major: u32 = version.trim().split('.').next()?.parse().ok()?;
         Some(if major >= 4 {
             Generation::From4
@@ -86,10 +86,10 @@ impl Generation {
 }
 
 /// The `x-delivery-limit` that means "no limit" on RabbitMQ 4.x.
-pub const NO_DELIVERY_LIMIT: i64 = -1;
+pub(crate) const NO_DELIVERY_LIMIT: i64 = -1;
 
 /// Everything the given services need, exchanges first (bindings depend on them), no duplicates.
-pub fn derive<'a>(
+pub(crate) fn derive<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     generation: Generation,
 ) -> Topology {

@@ -7,7 +7,7 @@ use super::derive::{ArgValue, BindingSpec, ExchangeSpec, QueueSpec, NO_DELIVERY_
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FindingStatus {
+pub(crate) enum FindingStatus {
     /// verify: present and equal.
     Ok,
     /// verify: not on the broker. apply: an exchange we were told exists does not.
@@ -26,7 +26,7 @@ pub enum FindingStatus {
 
 impl FindingStatus {
     /// Whether this finding makes `verify`/`apply` exit 3.
-    pub fn is_drift(self) -> bool {
+    pub(crate) fn is_drift(self) -> bool {
         matches!(
             self,
             FindingStatus::Missing | FindingStatus::Different | FindingStatus::Conflict
@@ -36,14 +36,14 @@ impl FindingStatus {
 
 /// One argument (or `type`, `durable`) that differs: the broker's value and the wanted one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
+pub(crate) struct Difference {
     pub argument: String,
     pub broker: String,
     pub wanted: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub entity: &'static str,
     pub name: String,
     pub service: String,
@@ -56,7 +56,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(entity: &'static str, name: &str, service: &str, status: FindingStatus) -> Self {
+    pub(crate) fn new(
+        entity: &'static str,
+        name: &str,
+        service: &str,
+        status: FindingStatus,
+    ) -> Self {
         Finding {
             entity,
             name: name.to_string(),
@@ -67,18 +72,18 @@ impl Finding {
         }
     }
 
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self
     }
 
-    pub fn with_differences(mut self, d: Vec<Difference>) -> Self {
+    pub(crate) fn with_differences(mut self, d: Vec<Difference>) -> Self {
         self.differences = d;
         self
     }
 
     /// The text a table shows: the differences if any, else the detail.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.differences.is_empty() {
             return self.detail.clone();
         }
@@ -99,7 +104,7 @@ impl Finding {
     }
 }
 
-pub fn binding_name(b: &BindingSpec) -> String {
+pub(crate) fn binding_name(b: &BindingSpec) -> String {
     format!(
         "{} -> {} ({})",
         b.exchange,
@@ -118,7 +123,7 @@ fn show_key(k: &str) -> String {
 
 /// A queue as the management API reports it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObservedQueue {
+pub(crate) struct ObservedQueue {
     pub durable: bool,
     pub queue_type: Option<String>,
     pub arguments: serde_json::Map<String, Value>,
@@ -128,7 +133,7 @@ pub struct ObservedQueue {
 }
 
 impl ObservedQueue {
-    pub fn from_api(v: &Value) -> Self {
+    pub(crate) fn from_api(v: &Value) -> Self {
         ObservedQueue {
             durable: v.get("durable").and_then(Value::as_bool).unwrap_or(false),
             queue_type: v.get("type").and_then(Value::as_str).map(str::to_string),
@@ -145,13 +150,13 @@ impl ObservedQueue {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObservedExchange {
+pub(crate) struct ObservedExchange {
     pub kind: String,
     pub durable: bool,
 }
 
 impl ObservedExchange {
-    pub fn from_api(v: &Value) -> Self {
+    pub(crate) fn from_api(v: &Value) -> Self {
         ObservedExchange {
             kind: v
                 .get("type")
@@ -178,7 +183,7 @@ fn arg_equals(wanted: &ArgValue, observed: &Value) -> bool {
     }
 }
 
-pub fn diff_queue(spec: &QueueSpec, observed: Option<&ObservedQueue>) -> Finding {
+pub(crate) fn diff_queue(spec: &QueueSpec, observed: Option<&ObservedQueue>) -> Finding {
     let base = |status| Finding::new("queue", &spec.name, &spec.service, status);
     let Some(o) = observed else {
         return base(FindingStatus::Missing);
@@ -257,9 +262,9 @@ pub fn diff_queue(spec: &QueueSpec, observed: Option<&ObservedQueue>) -> Finding
 }
 
 /// Why a quorum queue on RabbitMQ 4.x without `x-delivery-limit: -1` is a problem, and the fix.
-pub const CAN_DROP: &str = "with a delivery-limit, RabbitMQ 4.x dead-letters a message that keeps failing delivery to the retry queue, and drops it when it cycles back; set a policy with delivery-limit -1 on this queue, or re-create it with `dlq topology apply`";
+pub(crate) const CAN_DROP: &str = "with a delivery-limit, RabbitMQ 4.x dead-letters a message that keeps failing delivery to the retry queue, and drops it when it cycles back; set a policy with delivery-limit -1 on this queue, or re-create it with `dlq topology apply`";
 
-pub fn diff_exchange(spec: &ExchangeSpec, observed: Option<&ObservedExchange>) -> Finding {
+pub(crate) fn diff_exchange(spec: &ExchangeSpec, observed: Option<&ObservedExchange>) -> Finding {
     let base = |status| Finding::new("exchange", &spec.name, &spec.service, status);
     let Some(o) = observed else {
         return base(FindingStatus::Missing);
@@ -291,7 +296,7 @@ pub fn diff_exchange(spec: &ExchangeSpec, observed: Option<&ObservedExchange>) -
 }
 
 /// `routing_keys`: the keys of every binding from the exchange to the queue (`None`: exchange or queue missing).
-pub fn diff_binding(spec: &BindingSpec, routing_keys: Option<&[String]>) -> Finding {
+pub(crate) fn diff_binding(spec: &BindingSpec, routing_keys: Option<&[String]>) -> Finding {
     let status = match routing_keys {
         Some(keys) if keys.iter().any(|k| k == &spec.routing_key) => FindingStatus::Ok,
         _ => FindingStatus::Missing,
@@ -301,7 +306,7 @@ pub fn diff_binding(spec: &BindingSpec, routing_keys: Option<&[String]>) -> Find
 
 /// Reads the broker's `PRECONDITION_FAILED - inequivalent arg 'x' for queue 'q' in vhost '/':
 /// received '1' but current is '2'` into a difference ("received" is what we sent).
-pub fn parse_inequivalent(reason: &str) -> Option<Difference> {
+pub(crate) fn parse_inequivalent(reason: &str) -> Option<Difference> {
     let after = reason.split("inequivalent arg '").nth(1)?;
     let (argument, rest) = after.split_once('\'')?;
     let received = rest.split("received ").nth(1)?;

@@ -3,5 +3,7 @@
 pub mod derive;
 pub mod diff;
 
-pub use derive::{derive, ArgValue, BindingSpec, ExchangeSpec, Generation, QueueSpec, Topology};
-pub use diff::{Finding, FindingStatus};
+pub(crate) use derive::{
+    derive, ArgValue, BindingSpec, ExchangeSpec, Generation, QueueSpec, Topology,
+};
+pub(crate) use diff::{Finding, FindingStatus};

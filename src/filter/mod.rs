@@ -16,12 +16,12 @@ type Data = JustLut<Val>;
 /// How long one message may take in a filter before it counts as a run-time error for that
 /// message (contract section 6: no match). jq expressions over a message take microseconds;
 /// one that loops (`def f: f; f`) never returns.
-pub const BUDGET: Duration = Duration::from_secs(2);
+pub(crate) const BUDGET: Duration = Duration::from_secs(2);
 
 /// After this many messages ran past the budget, the expression is not run again: each of
 /// those runs still spins a thread that cannot be stopped, and the expression is evidently
 /// broken, so every later message counts as an error at once.
-pub const MAX_OVERRUNS: usize = 2;
+pub(crate) const MAX_OVERRUNS: usize = 2;
 
 /// A compiled jq expression. It holds only the program graph (plain data and function
 /// pointers), never a `Val`, so it is `Send + Sync` even though jaq's values use `Rc`.
@@ -29,7 +29,7 @@ pub const MAX_OVERRUNS: usize = 2;
 /// Messages are evaluated on a worker thread, so that the caller can stop waiting after
 /// [`BUDGET`]: jaq has no step limit, and a thread cannot be interrupted. A worker that runs
 /// past the budget is abandoned (it ends with the process) and a new one is started.
-pub struct Filter {
+pub(crate) struct Filter {
     program: Arc<jaq_core::Filter<Data>>,
     budget: Duration,
     evaluator: Mutex<Evaluator>,
@@ -86,7 +86,7 @@ const _: fn() = || {
 /// Why an expression was refused. Display is several lines: the reason, the expression's
 /// line and a caret under the offending column.
 #[derive(Debug, thiserror::Error)]
-pub enum FilterError {
+pub(crate) enum FilterError {
     /// The expression does not parse.
     #[error("invalid filter: {message}\n{}", caret(.expr, *.offset))]
     Syntax {
@@ -107,16 +107,9 @@ pub enum FilterError {
 }
 
 impl FilterError {
-    /// Byte offset of the offending spot in the expression.
-    pub fn offset(&self) -> usize {
-        match self {
-            FilterError::Syntax { offset, .. } | FilterError::Undefined { offset, .. } => *offset,
-            FilterError::TooBig { .. } => 0,
-        }
-    }
-
     /// What is wrong, without the position lines.
-    pub fn message(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
         match self {
             FilterError::Syntax { message, .. }
             | FilterError::Undefined { message, .. }
@@ -128,7 +121,7 @@ impl FilterError {
 impl Filter {
     /// Parses and compiles `expr` with jq's core, std and JSON definitions. Everything that
     /// can be known without a message (syntax, undefined names) fails here.
-    pub fn compile(expr: &str) -> Result<Filter, FilterError> {
+    pub(crate) fn compile(expr: &str) -> Result<Filter, FilterError> {
         check_size(expr)?;
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
@@ -158,18 +151,19 @@ impl Filter {
     }
 
     /// The same expression with another per-message budget (tests).
-    pub fn with_budget(mut self, budget: Duration) -> Filter {
+    #[cfg(test)]
+    pub(crate) fn with_budget(mut self, budget: Duration) -> Filter {
         self.budget = budget;
         self
     }
 
     /// jq truthiness of the first output; no output is no match.
-    pub fn matches(&self, msg: &Value) -> Result<bool, String> {
+    pub(crate) fn matches(&self, msg: &Value) -> Result<bool, String> {
         Ok(self.evaluate(msg, false)?.0)
     }
 
     /// The first output as JSON, for grouping. None when the expression yields nothing.
-    pub fn first_value(&self, msg: &Value) -> Result<Option<Value>, String> {
+    pub(crate) fn first_value(&self, msg: &Value) -> Result<Option<Value>, String> {
         Ok(self.evaluate(msg, true)?.1)
     }
 
@@ -241,7 +235,7 @@ fn exception_message(exn: Exn<'_, Val>) -> String {
 
 /// jaq values back to JSON. Byte strings become base64 like binary headers do; numbers that
 /// JSON cannot hold (NaN, infinities) become null.
-pub fn val_to_json(v: &Val) -> Value {
+pub(crate) fn val_to_json(v: &Val) -> Value {
     match v {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
@@ -357,12 +351,12 @@ fn caret(expr: &str, offset: usize) -> String {
 }
 
 /// The deepest nesting of `(`, `[`, `{` (and string interpolations) an expression may have.
-pub const MAX_NESTING: usize = 100;
+pub(crate) const MAX_NESTING: usize = 100;
 
 /// The most operators (`|`, `,`, `or`, `and`, arithmetic, comparison, assignment) an expression
 /// may hold: jaq parses and runs a chain of them recursively, so a long one would overflow the
 /// stack (measured: 1,000 `or` terms overflowed 8 MiB in a debug build) instead of failing.
-pub const MAX_OPERATORS: usize = 500;
+pub(crate) const MAX_OPERATORS: usize = 500;
 
 /// Refuses, before jaq sees it, an expression so deep or long that parsing or running it could
 /// overflow the stack. Strings are skipped (their interpolations count as nesting).
@@ -446,282 +440,4 @@ fn check_size(expr: &str) -> Result<(), FilterError> {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn a_message_past_the_budget_is_an_error_and_the_expression_stops_being_run() {
-        let budget = Duration::from_millis(200);
-        let f = Filter::compile("if .n == 1 then (def f: f; f) else .n > 1 end")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_budget(budget);
-        let msg = |n: i64| serde_json::json!({ "n": n });
-        assert_eq!(f.matches(&msg(2)), Ok(true));
-        let started = std::time::Instant::now();
-        let e = f.matches(&msg(1)).unwrap_err();
-        assert!(e.contains("ran past its budget of 200ms"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-        // A new worker takes over: the next message runs as before.
-        assert_eq!(f.matches(&msg(3)), Ok(true));
-        assert_eq!(f.first_value(&msg(0)), Ok(Some(serde_json::json!(false))));
-        assert!(f.matches(&msg(1)).is_err());
-        // Two overruns: not run again, answered at once.
-        let started = std::time::Instant::now();
-        let e = f.matches(&msg(2)).unwrap_err();
-        assert!(e.starts_with("not run"), "{e}");
-        assert!(started.elapsed() < budget);
-    }
-
-    #[test]
-    fn deep_or_long_expressions_are_refused_before_jaq_sees_them() {
-        let deep = format!("{}1{}", "[".repeat(4000), "]".repeat(4000));
-        assert!(matches!(
-            Filter::compile(&deep),
-            Err(FilterError::TooBig { .. })
-        ));
-        let long = vec![".a"; 6000].join(" or ");
-        let Err(e) = Filter::compile(&long) else {
-            panic!("compiled")
-        };
-        assert!(e.to_string().contains("5999 operators"), "{e}");
-        assert_eq!(e.to_string().lines().count(), 1);
-        // At the limits they compile and run, on a thread with dlq's stack size.
-        std::thread::Builder::new()
-            .stack_size(crate::STACK_SIZE)
-            .spawn(|| {
-                let nested = format!("{}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
-                assert!(Filter::compile(&nested).is_ok());
-                let chain = vec![".a"; MAX_OPERATORS + 1].join(" or ");
-                let f = Filter::compile(&chain).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(f.matches(&serde_json::json!({"a": false})), Ok(false));
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        // Strings and comments do not count.
-        let text = format!(
-            "\"{}\" # {}\n| length > 0",
-            "((((".repeat(100),
-            "[[[[".repeat(100)
-        );
-        assert!(Filter::compile(&text).is_ok());
-    }
-
-    use super::*;
-    use serde_json::json;
-
-    fn compile(expr: &str) -> Filter {
-        Filter::compile(expr).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn message(tenant: &str, error: &str, count: i64) -> Value {
-        json!({
-            "position": 1,
-            "headers": { "x-error-message": error,
-                         "x-death": [ { "count": count, "reason": "rejected", "queue": "billing" } ] },
-            "failure": { "origin": "billing", "message": error, "attempts": count + 1 },
-            "body": { "tenant": tenant, "n": 42 },
-        })
-    }
-
-    #[test]
-    fn contract_examples() {
-        let acme = message("acme", "connection timeout", 5);
-        let other = message("globex", "bad input", 2);
-
-        let tenant = compile(r#".body.tenant == "acme""#);
-        assert_eq!(tenant.matches(&acme), Ok(true));
-        assert_eq!(tenant.matches(&other), Ok(false));
-
-        let timeout = compile(r#".headers["x-error-message"] | test("timeout")"#);
-        assert_eq!(timeout.matches(&acme), Ok(true));
-        assert_eq!(timeout.matches(&other), Ok(false));
-
-        let deaths = compile(r#".headers["x-death"][0].count >= 5"#);
-        assert_eq!(deaths.matches(&acme), Ok(true));
-        assert_eq!(deaths.matches(&other), Ok(false));
-    }
-
-    #[test]
-    fn arithmetic_on_body() {
-        let f = compile(".body.n % 10 < 3");
-        assert_eq!(f.matches(&json!({"body": {"n": 42}})), Ok(true));
-        assert_eq!(f.matches(&json!({"body": {"n": 45}})), Ok(false));
-    }
-
-    #[test]
-    fn truthiness_of_first_output() {
-        let msg = json!({"a": 0, "s": "", "n": null, "f": false});
-        assert_eq!(compile(".a").matches(&msg), Ok(true));
-        assert_eq!(compile(".s").matches(&msg), Ok(true));
-        assert_eq!(compile(".n").matches(&msg), Ok(false));
-        assert_eq!(compile(".f").matches(&msg), Ok(false));
-        assert_eq!(compile(".missing").matches(&msg), Ok(false));
-        assert_eq!(compile("empty").matches(&msg), Ok(false));
-        assert_eq!(compile("false, true").matches(&msg), Ok(false));
-        // later outputs are never computed, so their errors do not matter
-        assert_eq!(compile(r#"true, error("later")"#).matches(&msg), Ok(true));
-    }
-
-    #[test]
-    fn run_time_errors_are_errors() {
-        let f = compile(r#".headers.missing | test("x")"#);
-        let got = f.matches(&json!({"headers": {}}));
-        assert!(got.is_err(), "{got:?}");
-        assert_eq!(
-            compile(r#"error("custom failure")"#).matches(&json!({})),
-            Err("custom failure".to_owned())
-        );
-        assert!(compile(r#"test("(")"#).matches(&json!("x")).is_err());
-    }
-
-    #[test]
-    fn halt_does_not_exit_the_process() {
-        let got = compile("halt").matches(&json!({}));
-        assert!(matches!(&got, Err(e) if e.contains("halt")), "{got:?}");
-        let got = compile("halt_error").first_value(&json!("bye"));
-        assert!(got.is_err(), "{got:?}");
-    }
-
-    #[test]
-    fn first_value_for_group_by() {
-        let f = compile(".failure.message");
-        assert_eq!(
-            f.first_value(&message("a", "timeout", 1)),
-            Ok(Some(json!("timeout")))
-        );
-        assert_eq!(
-            f.first_value(&json!({"failure": {"message": null}})),
-            Ok(Some(Value::Null))
-        );
-        assert_eq!(f.first_value(&json!({})), Ok(Some(Value::Null)));
-        let n = compile(".failure.attempts");
-        assert_eq!(n.first_value(&message("a", "x", 4)), Ok(Some(json!(5))));
-        assert_eq!(
-            compile("1.5").first_value(&json!(null)),
-            Ok(Some(json!(1.5)))
-        );
-        assert_eq!(compile("empty").first_value(&json!(null)), Ok(None));
-        assert_eq!(
-            compile("nan").first_value(&json!(null)),
-            Ok(Some(Value::Null))
-        );
-        assert_eq!(
-            compile("{b: 1, a: [true, \"x\"]}").first_value(&json!(null)),
-            Ok(Some(json!({"b": 1, "a": [true, "x"]})))
-        );
-        assert_eq!(
-            compile(".big").first_value(&json!({"big": u64::MAX})),
-            Ok(Some(json!(u64::MAX)))
-        );
-    }
-
-    #[test]
-    fn reusable_across_many_messages() {
-        let f = compile(".body.n % 2 == 0");
-        let hits = (0..1000)
-            .filter(|n| f.matches(&json!({"body": {"n": n}})) == Ok(true))
-            .count();
-        assert_eq!(hits, 500);
-    }
-
-    #[test]
-    fn usable_from_other_threads() {
-        let f = std::sync::Arc::new(compile(".x == 1"));
-        let handles: Vec<_> = (0..4)
-            .map(|i| {
-                let f = std::sync::Arc::clone(&f);
-                std::thread::spawn(move || f.matches(&json!({"x": i})))
-            })
-            .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().ok()).collect();
-        assert_eq!(
-            results,
-            [
-                Some(Ok(false)),
-                Some(Ok(true)),
-                Some(Ok(false)),
-                Some(Ok(false))
-            ]
-        );
-    }
-
-    fn error(expr: &str) -> FilterError {
-        match Filter::compile(expr) {
-            Ok(_) => panic!("{expr} compiled"),
-            Err(e) => e,
-        }
-    }
-
-    /// The caret line of the message, with the two-space indent removed.
-    fn caret_column(e: &FilterError) -> usize {
-        let text = e.to_string();
-        let last = text.lines().last().unwrap_or_default();
-        last.find('^').map_or(usize::MAX, |i| i - 2)
-    }
-
-    #[test]
-    fn incomplete_comparison() {
-        let e = error(".body.tenant ==");
-        assert!(matches!(e, FilterError::Syntax { .. }), "{e:?}");
-        assert_eq!(caret_column(&e), 15);
-        let text = e.to_string();
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("invalid filter: "), "{text}");
-        assert_eq!(lines[1], "  .body.tenant ==");
-        assert_eq!(lines[2], "                 ^");
-        assert_eq!(lines.len(), 3);
-    }
-
-    #[test]
-    fn unclosed_bracket() {
-        let e = error(".[");
-        assert!(matches!(e, FilterError::Syntax { .. }), "{e:?}");
-        assert_eq!(caret_column(&e), 2);
-        assert!(e.message().contains("bracket"), "{e}");
-    }
-
-    #[test]
-    fn undefined_filter() {
-        let e = error("nosuchfn(1)");
-        assert!(matches!(e, FilterError::Undefined { .. }), "{e:?}");
-        assert_eq!(e.message(), "undefined filter nosuchfn/1");
-        assert_eq!(caret_column(&e), 0);
-        let e = error(r#".body | nosuchfn("a"; 2)"#);
-        assert_eq!(e.message(), "undefined filter nosuchfn/2");
-        assert_eq!(caret_column(&e), 8);
-    }
-
-    #[test]
-    fn undefined_variable() {
-        let e = error("$undefined");
-        assert!(matches!(e, FilterError::Undefined { .. }), "{e:?}");
-        assert!(e.message().contains("variable"), "{e}");
-        assert!(e.message().contains("undefined"), "{e}");
-        assert_eq!(caret_column(&e), 0);
-        let e = error(". as $x | $y");
-        assert_eq!(caret_column(&e), 10);
-    }
-
-    #[test]
-    fn caret_counts_characters_and_picks_the_line() {
-        let e = error(".\"héllo\" == ");
-        assert_eq!(caret_column(&e), 12);
-        let e = error(".a\n| nosuchfn");
-        let text = e.to_string();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[1], "  | nosuchfn");
-        assert_eq!(lines[2], "    ^");
-    }
-
-    #[test]
-    fn trailing_garbage() {
-        let e = error(".foo bar");
-        assert_eq!(e.message(), r#"unexpected "bar""#);
-        assert_eq!(caret_column(&e), 5);
-    }
-
-    #[test]
-    fn module_imports_are_refused_at_compile_time() {
-        let e = error(r#"include "x"; ."#);
-        assert!(e.to_string().starts_with("invalid filter: "), "{e}");
-    }
-}
+mod tests;

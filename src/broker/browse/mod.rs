@@ -4,15 +4,10 @@
 //! and by `peek --pop`, where only the confirmed message is acked.
 
 use std::ops::ControlFlow;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicQosOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
@@ -22,12 +17,20 @@ use super::{amqp_error, next, short_reason, Broker};
 use crate::error::{Error, Result};
 use crate::util::printable;
 
+mod hold;
+mod windows;
+
+pub(crate) use hold::{get_one, Hold, Removal};
+use windows::Windows;
+pub use windows::WINDOW;
+use windows::{window_for, Runs};
+
 /// A browse ends when nothing arrived for this long, in case another consumer took some messages.
-pub const IDLE: Duration = Duration::from_secs(2);
+pub(crate) const IDLE: Duration = Duration::from_secs(2);
 
 /// Why a browse stopped reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// As many messages as asked for (or as the queue held at the start) were read.
     Done,
     /// The caller asked to stop (e.g. stdout was closed).
@@ -49,7 +52,7 @@ pub enum End {
 
 /// What a browse did; by the time it is returned every delivery has been given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Browsed {
+pub(crate) struct Browsed {
     /// Ready messages when the browse started.
     pub depth: u32,
     /// Deliveries handed to the caller.
@@ -58,7 +61,7 @@ pub struct Browsed {
 }
 
 /// Passive declare: the queue's counts, or an error naming it. Never creates the queue.
-pub async fn open_queue(broker: &Broker, queue: &str) -> Result<QueueCounts> {
+pub(crate) async fn open_queue(broker: &Broker, queue: &str) -> Result<QueueCounts> {
     match broker.probe_queue(queue).await? {
         Reply::Ok(counts) => Ok(counts),
         Reply::NotFound(_) => Err(not_found(broker, queue)),
@@ -121,7 +124,7 @@ pub(crate) async fn start_consumer(
 
 /// The prefetch that lets `target` deliveries arrive unacked: the count itself when it fits
 /// AMQP's 16 bits, else 0 (unlimited). A smaller prefetch would stall the browse.
-pub fn prefetch_for(target: u64) -> u16 {
+pub(crate) fn prefetch_for(target: u64) -> u16 {
     u16::try_from(target).unwrap_or(0)
 }
 
@@ -136,7 +139,7 @@ pub fn prefetch_for(target: u64) -> u16 {
 /// A read that ends before the end of the queue goes on, without showing anything, as far as
 /// `requeue` needs for the queue to keep its order once everything is given back (a quorum queue
 /// does not put a returned message back in its place: see [`order_goal`]).
-pub async fn browse(
+pub(crate) async fn browse(
     broker: &Broker,
     queue: &str,
     depth: u32,
@@ -224,7 +227,7 @@ struct Read {
 /// - Returns (quorum from 4.0): while the last delivery was a redelivery, the FIFO of returned
 ///   messages served first is not read to its end; read on to the first fresh delivery (at most
 ///   the whole queue), so that it all goes back into that FIFO in order.
-pub fn order_goal(requeue: Requeue, taken: u64, depth: u64, last_redelivered: bool) -> u64 {
+pub(crate) fn order_goal(requeue: Requeue, taken: u64, depth: u64, last_redelivered: bool) -> u64 {
     match requeue {
         Requeue::InPlace => taken,
         Requeue::Back => taken.max(depth),
@@ -278,6 +281,15 @@ impl Progress {
         self.caller_end.is_none()
     }
 
+    /// Once `shown` deliveries were handed to the caller: the end of the whole read, when it is
+    /// over.
+    fn over(&mut self, shown: u64, read: Read) -> Option<End> {
+        if shown >= read.target {
+            self.end_caller(End::Done, read);
+        }
+        self.finished()
+    }
+
     /// The end of the whole read, when it is over.
     fn finished(&self) -> Option<End> {
         self.caller_end.filter(|_| self.taken >= self.goal)
@@ -304,10 +316,7 @@ async fn consume(
     let interrupt = crate::interrupt::interrupted();
     tokio::pin!(interrupt);
     browsed.end = loop {
-        if browsed.read >= read.target {
-            progress.end_caller(End::Done, read);
-        }
-        if let Some(end) = progress.finished() {
+        if let Some(end) = progress.over(browsed.read, read) {
             break end;
         }
         // The next window opens once every open one has been delivered in full: consumers with
@@ -346,182 +355,6 @@ async fn consume(
     windows.close_all(broker, &channel).await?;
     give_back_runs(broker, &channel, &windows.runs).await?;
     Ok(browsed)
-}
-
-/// At most this many deliveries per consumer. A browse of up to this many small messages uses one
-/// consumer (the fastest way: measured here, more consumers cost about 10 % in speed); a bigger
-/// one holds at most one window ahead in memory when the output is slow.
-pub const WINDOW: u64 = 20_000;
-
-/// What one window may hold, in bytes: the broker pushes a whole window ahead of the reader, and
-/// lapin buffers it, so windows are sized from the largest message seen (one open at a time).
-pub const WINDOW_BYTES: usize = 10 << 20;
-
-/// The first window, before any message size is known: small, in case messages are big.
-const FIRST_WINDOW: u64 = 8;
-
-/// Deliveries per window for messages up to `largest` bytes (0: nothing seen yet).
-pub fn window_for(largest: usize) -> u64 {
-    if largest == 0 {
-        return FIRST_WINDOW;
-    }
-    ((WINDOW_BYTES / largest.max(512)) as u64).clamp(1, WINDOW)
-}
-
-/// Runs of consecutive delivery tags that went to one consumer, in tag order: (consumer, last tag).
-///
-/// A quorum queue takes back the messages of one multiple nack consumer by consumer (measured on
-/// 3.10.8: a 10-message browse over windows of 8 and 2 came back as m8, m9, m0…m7), so a browse
-/// over several consumers gives back one run at a time, in tag order: one multiple nack per run.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Runs(Vec<(u64, u64)>);
-
-impl Runs {
-    /// Adds the delivery `tag` of `consumer`; tags must come in increasing order.
-    pub fn push(&mut self, consumer: u64, tag: u64) {
-        match self.0.last_mut() {
-            Some((c, last)) if *c == consumer => *last = tag,
-            _ => self.0.push((consumer, tag)),
-        }
-    }
-
-    /// The tag each multiple nack names, in order.
-    pub fn last_tags(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.iter().map(|&(_, tag)| tag)
-    }
-}
-
-/// One consumer and its share of the browse.
-struct Window {
-    /// Numbers the consumers of one browse.
-    id: u64,
-    consumer: Consumer,
-    size: u64,
-    received: u64,
-    /// A delivery taken from the stream ahead of its turn.
-    head: Option<Delivery>,
-}
-
-/// The open consumers. The broker numbers deliveries on a channel 1, 2, 3… in the order it sends
-/// them, which is queue order, so reading by delivery tag merges the consumers' streams back into
-/// queue order however the broker spread messages over them.
-#[derive(Default)]
-struct Windows {
-    open: Vec<Window>,
-    /// Messages covered by the windows opened so far.
-    opened: u64,
-    /// The delivery tag handed out last.
-    last_read: u64,
-    /// The largest body read so far, in bytes.
-    largest: usize,
-    /// Every delivery received, handed out or not, by consumer: what is given back at the end.
-    runs: Runs,
-    /// Deliveries buffered when their consumer was cancelled, never handed out: (tag, consumer).
-    unread: Vec<(u64, u64)>,
-    opened_consumers: u64,
-}
-
-impl Windows {
-    async fn open(
-        &mut self,
-        broker: &Broker,
-        channel: &Channel,
-        queue: &str,
-        size: u64,
-    ) -> Result<()> {
-        let consumer = start_consumer(broker, channel, queue, prefetch_for(size)).await?;
-        self.opened_consumers += 1;
-        self.open.push(Window {
-            id: self.opened_consumers,
-            consumer,
-            size,
-            received: 0,
-            head: None,
-        });
-        self.opened += size;
-        Ok(())
-    }
-
-    /// Whether every open consumer has received its whole window: the broker sends them nothing
-    /// more, so a new consumer gets every delivery from here on.
-    fn all_delivered(&self) -> bool {
-        self.open.iter().all(|w| w.received >= w.size)
-    }
-
-    /// The delivery that follows the last one read, from whichever consumer it went to. `None`
-    /// when a consumer was cancelled by the broker.
-    async fn next_in_order(&mut self) -> Option<lapin::Result<Delivery>> {
-        let want = self.last_read + 1;
-        loop {
-            if let Some(w) = self
-                .open
-                .iter_mut()
-                .find(|w| w.head.as_ref().is_some_and(|d| d.delivery_tag == want))
-            {
-                self.last_read = want;
-                self.runs.push(w.id, want);
-                return w.head.take().map(Ok);
-            }
-            // The wanted delivery can only come from a consumer with nothing held ahead.
-            let (i, item) = std::future::poll_fn(|cx| {
-                for (i, w) in self.open.iter_mut().enumerate() {
-                    if w.head.is_some() || w.received >= w.size {
-                        continue;
-                    }
-                    if let Poll::Ready(item) =
-                        futures_core::Stream::poll_next(Pin::new(&mut w.consumer), cx)
-                    {
-                        return Poll::Ready((i, item));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match item? {
-                Ok(d) => {
-                    let w = &mut self.open[i];
-                    w.received += 1;
-                    w.head = Some(d);
-                }
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-
-    /// Cancels the consumers whose whole window was read: the broker sends them nothing more.
-    async fn close_finished(&mut self, broker: &Broker, channel: &Channel) -> Result<()> {
-        while let Some(i) = self
-            .open
-            .iter()
-            .position(|w| w.received >= w.size && w.head.is_none())
-        {
-            let w = self.open.swap_remove(i);
-            self.close(broker, channel, w).await?;
-        }
-        Ok(())
-    }
-
-    /// Cancels every consumer, then adds what was received and not handed out to the runs.
-    async fn close_all(&mut self, broker: &Broker, channel: &Channel) -> Result<()> {
-        for w in std::mem::take(&mut self.open) {
-            self.close(broker, channel, w).await?;
-        }
-        let mut unread = std::mem::take(&mut self.unread);
-        unread.sort_unstable();
-        for (tag, consumer) in unread {
-            self.runs.push(consumer, tag);
-        }
-        Ok(())
-    }
-
-    async fn close(&mut self, broker: &Broker, channel: &Channel, mut w: Window) -> Result<()> {
-        if let Some(d) = w.head.take() {
-            self.unread.push((d.delivery_tag, w.id));
-        }
-        let tags = cancel_collect(broker, channel, &mut w.consumer, true).await?;
-        self.unread.extend(tags.into_iter().map(|tag| (tag, w.id)));
-        Ok(())
-    }
 }
 
 fn giving_back_failed(broker: &Broker, e: lapin::Error) -> Error {
@@ -611,10 +444,7 @@ async fn fetch_each(
     let interrupt = crate::interrupt::interrupted();
     tokio::pin!(interrupt);
     browsed.end = loop {
-        if browsed.read >= read.target {
-            progress.end_caller(End::Done, read);
-        }
-        if let Some(end) = progress.finished() {
+        if let Some(end) = progress.over(browsed.read, read) {
             break end;
         }
         let listening = progress.caller_end.is_none();
@@ -650,180 +480,9 @@ async fn fetch_each(
     Ok(browsed)
 }
 
-/// Messages taken one at a time with basic.get, so only the ones shown are held; each is then
-/// either removed (acked alone) or kept (given back with the others at the end).
-/// One basic.get (no auto-ack) on `channel`: the message at the head, or None when none is ready.
-pub(crate) async fn get_one(
-    broker: &Broker,
-    channel: &Channel,
-    queue: &str,
-) -> Result<Option<Delivery>> {
-    let got = channel
-        .basic_get(short(queue)?, BasicGetOptions { no_ack: false })
-        .await
-        .map_err(|e| queue_error(broker, queue, e))?;
-    Ok(got.map(|m| m.delivery))
-}
-
-pub struct Hold<'a> {
-    broker: &'a Broker,
-    channel: Channel,
-    queue: String,
-    /// The highest delivery tag that is held and not removed; 0 when none.
-    last_kept: u64,
-    /// Messages fetched so far, and whether the last one was a redelivery.
-    taken: u64,
-    last_redelivered: bool,
-}
-
-/// What happened to a message the user asked to remove.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Removal {
-    Removed,
-    /// The broker had already taken it back (channel or connection closed, consumer timeout).
-    TakenBack(String),
-    /// The channel closed right after the ack: it may or may not have been removed.
-    Unsure(String),
-}
-
-impl<'a> Hold<'a> {
-    pub async fn open(broker: &'a Broker, queue: &str) -> Result<Hold<'a>> {
-        Ok(Hold {
-            broker,
-            channel: broker.channel().await?,
-            queue: queue.to_string(),
-            last_kept: 0,
-            taken: 0,
-            last_redelivered: false,
-        })
-    }
-
-    /// The next message at the head (after those already held), or None when there is none.
-    pub async fn next(&mut self) -> Result<Option<Delivery>> {
-        let got = get_one(self.broker, &self.channel, &self.queue).await?;
-        if let Some(d) = &got {
-            self.taken += 1;
-            self.last_redelivered = d.redelivered;
-        }
-        Ok(got)
-    }
-
-    /// Before giving back what is kept: takes, and keeps, as many more messages as `requeue`
-    /// needs for the queue to keep its order (see [`order_goal`]; `depth` is the count at the
-    /// start). With `guard`, stops at a message within `quorum::MARGIN` of that delivery-limit and
-    /// returns its position and delivery count.
-    pub async fn keep_order(
-        &mut self,
-        requeue: Requeue,
-        depth: u64,
-        guard: Option<i64>,
-    ) -> Result<Option<(u64, i64)>> {
-        if self.last_kept == 0 || self.lost_reason().is_some() {
-            return Ok(None);
-        }
-        let goal = order_goal(requeue, self.taken, depth, self.last_redelivered);
-        while self.taken < goal {
-            let Some(d) = self.next().await? else {
-                break;
-            };
-            self.keep(d.delivery_tag);
-            let count = quorum::delivery_count(d.properties.headers().as_ref());
-            if guard.is_some_and(|limit| quorum::near_limit(count, limit)) && self.taken < goal {
-                return Ok(Some((self.taken, count.unwrap_or(0))));
-            }
-            if ends_order_read(requeue, &d) {
-                break;
-            }
-        }
-        Ok(None)
-    }
-
-    /// Why the held deliveries are no longer held, if they are not: the broker requeues every
-    /// unacked delivery when it closes the channel or connection (e.g. after consumer_timeout).
-    pub fn lost_reason(&self) -> Option<String> {
-        if !self.broker.connection.status().connected() {
-            return Some("the connection to the broker was closed".into());
-        }
-        if !self.channel.status().connected() {
-            return Some(
-                "the broker closed the channel (a consumer timeout, or the queue was deleted)"
-                    .into(),
-            );
-        }
-        None
-    }
-
-    /// Acks exactly this delivery, then makes one round trip on the channel: if the channel was
-    /// closed in between, the broker may have requeued the message instead.
-    pub async fn remove(&mut self, delivery_tag: u64) -> Removal {
-        if let Some(why) = self.lost_reason() {
-            return Removal::TakenBack(why);
-        }
-        if let Err(e) = self
-            .channel
-            .basic_ack(delivery_tag, BasicAckOptions { multiple: false })
-            .await
-        {
-            return Removal::TakenBack(short_reason(&e));
-        }
-        match self.channel.basic_qos(0, BasicQosOptions::default()).await {
-            Ok(()) => Removal::Removed,
-            Err(e) => Removal::Unsure(short_reason(&e)),
-        }
-    }
-
-    /// Leaves this delivery in the queue; it is given back, in place, by [`Hold::give_back`].
-    pub fn keep(&mut self, delivery_tag: u64) {
-        self.last_kept = self.last_kept.max(delivery_tag);
-    }
-
-    /// One multiple nack for everything kept, then close the channel.
-    pub async fn give_back(self) -> Result<()> {
-        if self.lost_reason().is_some() {
-            // Closed already: the broker requeued what was held.
-            return Ok(());
-        }
-        if self.last_kept > 0 {
-            self.channel
-                .basic_nack(
-                    self.last_kept,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await
-                .map_err(|e| self.broker.lost(e))?;
-        }
-        self.channel
-            .close(200, "peeked".into())
-            .await
-            .map_err(|e| self.broker.lost(e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windows_are_bounded_in_bytes() {
-        assert_eq!(window_for(0), FIRST_WINDOW);
-        assert_eq!(window_for(1024), 10_240);
-        assert_eq!(window_for(100), WINDOW);
-        assert_eq!(window_for(1 << 20), 10);
-        assert_eq!(window_for(64 << 20), 1);
-    }
-
-    #[test]
-    fn runs_split_where_the_consumer_changes() {
-        let mut runs = Runs::default();
-        for (consumer, tag) in [(1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (1, 6), (3, 7)] {
-            runs.push(consumer, tag);
-        }
-        assert_eq!(runs.last_tags().collect::<Vec<_>>(), vec![3, 5, 6, 7]);
-        assert_eq!(Runs::default().last_tags().count(), 0);
-    }
 
     #[test]
     fn order_goal_reads_on_only_where_a_return_does_not_go_back_in_place() {

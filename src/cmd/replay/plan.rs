@@ -1,0 +1,235 @@
+//! What a replay does with each message it looks at: the filter's verdict, the copy (its
+//! destination, and the transform's output), or why the message stays.
+
+use super::*;
+use std::collections::HashMap;
+
+use lapin::message::Delivery;
+use lapin::BasicProperties;
+
+use crate::broker::amqp::Reply;
+use crate::broker::publisher::SizeCheck;
+use crate::broker::Broker;
+use crate::error::Result;
+use crate::filter::Filter;
+use crate::message::{failure, to_json, MessageView};
+use crate::replay::replay_headers;
+use crate::report::moves::{Destination, PreviewRow, ReplayReport};
+
+/// Which origin queues exist, asked once each.
+#[derive(Default)]
+pub(super) struct Origins(HashMap<String, bool>);
+
+impl Origins {
+    pub(super) async fn exists(&mut self, broker: &Broker, queue: &str) -> Result<bool> {
+        if let Some(known) = self.0.get(queue) {
+            return Ok(*known);
+        }
+        let exists = matches!(broker.probe_queue(queue).await?, Reply::Ok(_));
+        self.0.insert(queue.to_string(), exists);
+        Ok(exists)
+    }
+}
+
+/// The filter's verdict; a run-time error is no match, counted.
+pub(super) fn selected(
+    filter: Option<&Filter>,
+    queue: &str,
+    position: u64,
+    d: &Delivery,
+    errors: &mut u64,
+) -> bool {
+    let Some(f) = filter else { return true };
+    match f.matches(&to_json(&MessageView::from_delivery(queue, position, d))) {
+        Ok(m) => m,
+        Err(_) => {
+            *errors += 1;
+            false
+        }
+    }
+}
+
+/// What a replay needs to decide each message's copy.
+pub(super) struct Plan<'a, 'b> {
+    pub(super) broker: &'b Broker,
+    pub(super) queue: &'a str,
+    pub(super) destination: &'a Destination,
+    pub(super) transform: Option<&'a Filter>,
+    pub(super) origins: &'a mut Origins,
+    /// The delivery-limit kept messages must stay clear of (a quorum queue whose returns count).
+    pub(super) guard: Option<i64>,
+    pub(super) sizes: SizeCheck,
+}
+
+/// The copy of one matching message: where it goes and what is published.
+pub(super) struct Copy {
+    pub(super) queue: String,
+    pub(super) properties: BasicProperties,
+    /// None: the original body.
+    pub(super) body: Option<Vec<u8>>,
+    /// With --transform: the message before and after, for previews.
+    pub(super) change: Option<(serde_json::Value, serde_json::Value)>,
+}
+
+/// Why a matching message stays: it has no usable destination, or its transform failed.
+pub(super) enum Stay {
+    NoDestination(String),
+    Transform(String),
+    /// Over the broker's max_message_size: the one-line reason.
+    TooLarge(String),
+}
+
+impl<'a, 'b> Plan<'a, 'b> {
+    pub(super) fn new(
+        broker: &'b Broker,
+        queue: &'a str,
+        destination: &'a Destination,
+        transform: Option<&'a Filter>,
+        origins: &'a mut Origins,
+        guard: Option<i64>,
+    ) -> Self {
+        Plan {
+            broker,
+            queue,
+            destination,
+            transform,
+            origins,
+            guard,
+            sizes: SizeCheck::default(),
+        }
+    }
+
+    /// Decides the copy of a matching message, or why it stays where it is.
+    pub(super) async fn copy(
+        &mut self,
+        pos: u64,
+        d: &Delivery,
+    ) -> Result<std::result::Result<Copy, Stay>> {
+        let mut change = None;
+        let (properties, body, rerouted) = match self.transform {
+            None => (d.properties.clone(), None, None),
+            Some(t) => {
+                let before = to_json(&MessageView::from_delivery(self.queue, pos, d));
+                let after = match t.first_value(&before) {
+                    Ok(Some(after)) => after,
+                    Ok(None) => {
+                        return Ok(Err(Stay::Transform(
+                            "the transform produced no output".into(),
+                        )))
+                    }
+                    Err(e) => {
+                        return Ok(Err(Stay::Transform(format!("the transform failed: {e}"))))
+                    }
+                };
+                let repaired =
+                    match crate::transform::repair(&d.properties, &d.data, &before, &after) {
+                        Ok(r) => r,
+                        Err(why) => {
+                            return Ok(Err(Stay::Transform(format!(
+                                "the transform's output is not a valid record: {why}"
+                            ))))
+                        }
+                    };
+                change = Some((before, after));
+                let body = (repaired.body != d.data).then_some(repaired.body);
+                (repaired.properties, body, repaired.routing_key)
+            }
+        };
+        let queue = match rerouted {
+            Some(q) if self.origins.exists(self.broker, &q).await? => q,
+            Some(q) => {
+                return Ok(Err(Stay::NoDestination(format!(
+                    "queue \"{}\" (the transform's routing_key) not found",
+                    crate::util::printable(&q)
+                ))))
+            }
+            None => match route(self.broker, self.destination, d, self.origins).await? {
+                Ok(q) => q,
+                Err(why) => return Ok(Err(Stay::NoDestination(why))),
+            },
+        };
+        let size = body.as_deref().unwrap_or(&d.data);
+        if let Some(max) = self.sizes.over_limit(self.broker, size).await? {
+            return Ok(Err(Stay::TooLarge(format!(
+                "{}; it stays in the queue (`dlq export --remove --filter '.body_size > {max}'` archives such messages)",
+                crate::broker::too_large(size.len() as u64, max)
+            ))));
+        }
+        let headers = replay_headers(properties.headers().as_ref());
+        let properties = properties.with_headers(headers);
+        Ok(Ok(Copy {
+            queue,
+            properties,
+            body,
+            change,
+        }))
+    }
+}
+
+/// Counts a message that stays because of its transform or destination, and shows it in the
+/// preview when there is room.
+pub(super) fn stays(report: &mut ReplayReport, pos: u64, d: &Delivery, why: Stay) {
+    report.counts.failed += 1;
+    let why = match why {
+        Stay::NoDestination(why) | Stay::TooLarge(why) => why,
+        Stay::Transform(why) => {
+            report.transform_errors += 1;
+            report
+                .first_transform_error
+                .get_or_insert_with(|| format!("message at position {pos}: {why}"));
+            why
+        }
+    };
+    if report.preview.len() < PREVIEW_ROWS {
+        report
+            .preview
+            .push(preview_row(pos, d, None, Some(why), None));
+    }
+}
+
+/// Where this message's copy goes, or `Err(reason)` when it has no known, existing origin.
+pub(super) async fn route(
+    broker: &Broker,
+    destination: &Destination,
+    d: &Delivery,
+    origins: &mut Origins,
+) -> Result<std::result::Result<String, String>> {
+    match destination {
+        Destination::Queue(q) => Ok(Ok(q.clone())),
+        Destination::Origin => match failure(d.properties.headers().as_ref()).origin {
+            None => Ok(Err("no known origin queue (use --to)".into())),
+            Some(o) if origins.exists(broker, &o).await? => Ok(Ok(o)),
+            Some(o) => Ok(Err(format!("origin queue \"{o}\" not found"))),
+        },
+    }
+}
+
+pub(super) fn preview_row(
+    position: u64,
+    d: &Delivery,
+    destination: Option<String>,
+    failure_text: Option<String>,
+    change: Option<&(serde_json::Value, serde_json::Value)>,
+) -> PreviewRow {
+    PreviewRow {
+        position,
+        message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+        destination,
+        failure: failure_text,
+        changes: change.map(|(b, a)| crate::transform::diff(b, a, DIFF_LINES)),
+        before: change.map(|(b, _)| b.clone()),
+        after: change.map(|(_, a)| a.clone()),
+    }
+}
+
+/// Changed fields shown per previewed message.
+pub(super) const DIFF_LINES: usize = 8;
+
+/// Counts a message the transform changed (or not).
+pub(super) fn count_change(report: &mut ReplayReport, copy: &Copy) {
+    if let (Some(n), Some((b, a))) = (report.changed.as_mut(), &copy.change) {
+        if crate::transform::changes_anything(b, a) {
+            *n += 1;
+        }
+    }
+}
