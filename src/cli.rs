@@ -1,10 +1,9 @@
-//! The command line as clap sees it; these types stop at `settings.rs` and `main.rs`.
+//! The command line as clap sees it; these types stop at `settings.rs` (which turns them into
+//! `options`) and `main.rs`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::format::OutputFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Shown by `dlq --help` and in the man page.
 const EXAMPLES: &str = "Examples:
@@ -75,7 +74,7 @@ pub struct GlobalArgs {
         value_enum,
         value_name = "FORMAT"
     )]
-    pub output: Option<OutputFormat>,
+    pub output: Option<Format>,
 
     /// Answer yes to confirmations (needed when stdin is not a terminal)
     #[arg(short = 'y', long, global = true)]
@@ -103,6 +102,17 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub management_url: Option<String>,
+}
+
+/// `-o`'s values (settings turns them into `format::OutputFormat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable tables
+    Table,
+    /// One JSON document
+    Json,
+    /// One JSON object per line
+    Jsonl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,7 +315,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["dlq", "topology", "plan", "-o", "json", "--url", "amqp://h"])
                 .unwrap();
-        assert_eq!(cli.global.output, Some(OutputFormat::Json));
+        assert_eq!(cli.global.output, Some(Format::Json));
         assert_eq!(cli.global.url.as_deref(), Some("amqp://h"));
     }
 

@@ -1,14 +1,12 @@
 //! The output formats `-o` chooses between: a leaf of its own, so that `cli`, `settings`, `ui` and
 //! `output` all name it without any of them depending on another for it.
 
-use clap::ValueEnum;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// Human-readable tables
+    /// Human-readable tables.
     Table,
-    /// One JSON document
+    /// One JSON document.
     Json,
-    /// One JSON object per line
+    /// One JSON object per line.
     Jsonl,
 }

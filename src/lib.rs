@@ -11,6 +11,7 @@ pub mod generate;
 pub mod interrupt;
 pub mod json;
 pub mod message;
+pub mod options;
 pub mod output;
 pub mod replay;
 pub mod report;

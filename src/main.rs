@@ -86,6 +86,8 @@ fn usage_error(e: &clap::Error) -> ! {
 
 fn run(cli: Cli) -> Result<Outcome, Error> {
     let settings = Settings::from_env(&cli.global)?;
+    let task = dlq::settings::task(cli.command)
+        .ok_or_else(|| Error::runtime("internal error: completions reached the commands"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_stack_size(dlq::STACK_SIZE)
@@ -94,7 +96,7 @@ fn run(cli: Cli) -> Result<Outcome, Error> {
         .map_err(|e| Error::with_cause("cannot start the async runtime", e))?;
     let report = runtime.block_on(async {
         dlq::interrupt::install().map_err(|e| Error::with_cause("cannot listen for Ctrl-C", e))?;
-        dlq::cmd::run(cli.command, &settings).await
+        dlq::cmd::run(task, &settings).await
     })?;
     // A closed stdout (e.g. `| head`) is not an error worth reporting.
     let _ = dlq::output::emit(report.as_ref(), &settings);

@@ -3,10 +3,14 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{self, GlobalArgs};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::OutputFormat;
+use crate::options::{
+    ExportOptions, ImportOptions, ListOptions, PeekOptions, ReplayOptions, Services, SourceChoice,
+    Task,
+};
 
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_CONFIG: &str = "dlq.toml";
@@ -64,7 +68,7 @@ impl Settings {
             urls,
             config,
             config_path,
-            output: g.output.unwrap_or(OutputFormat::Table),
+            output: g.output.map_or(OutputFormat::Table, output_format),
             yes: g.yes,
             quiet: g.quiet,
             verbose: g.verbose,
@@ -90,6 +94,70 @@ impl Settings {
                 self.config_path.display()
             ))
         })
+    }
+}
+
+fn output_format(f: cli::Format) -> OutputFormat {
+    match f {
+        cli::Format::Table => OutputFormat::Table,
+        cli::Format::Json => OutputFormat::Json,
+        cli::Format::Jsonl => OutputFormat::Jsonl,
+    }
+}
+
+/// The command as plain options (the one place clap's subcommand types are read); `None` for
+/// `completions`, which `main` answers before settings are read.
+pub fn task(command: cli::Command) -> Option<Task> {
+    use cli::{Command, TopologyCommand};
+    let services = |f: cli::ServiceFilter| Services(f.services);
+    Some(match command {
+        Command::Topology(TopologyCommand::Plan(f)) => Task::TopologyPlan(services(f)),
+        Command::Topology(TopologyCommand::Apply(f)) => Task::TopologyApply(services(f)),
+        Command::Topology(TopologyCommand::Verify(f)) => Task::TopologyVerify(services(f)),
+        Command::Stats(a) => Task::Stats(Services(a.services)),
+        Command::List(a) => Task::List(ListOptions {
+            source: source(a.source),
+            limit: a.limit,
+            filter: a.filter,
+            group_by: a.group_by,
+        }),
+        Command::Peek(a) => Task::Peek(PeekOptions {
+            source: source(a.source),
+            count: a.count,
+            pop: a.pop,
+            save: a.save,
+        }),
+        Command::Replay(a) => Task::Replay(ReplayOptions {
+            source: source(a.source),
+            to: a.to,
+            filter: a.filter,
+            transform: a.transform,
+            limit: a.limit,
+            rate: a.rate,
+            dry_run: a.dry_run,
+        }),
+        Command::Export(a) => Task::Export(ExportOptions {
+            source: source(a.source),
+            file: a.file,
+            filter: a.filter,
+            limit: a.limit,
+            remove: a.remove,
+        }),
+        Command::Import(a) => Task::Import(ImportOptions {
+            file: a.file,
+            to: a.to,
+        }),
+        Command::Purge(a) => Task::Purge(source(a.source)),
+        Command::Completions(_) => return None,
+    })
+}
+
+/// SERVICE or `--queue Q`: clap's group makes it exactly one; `--queue` wins if both came.
+fn source(a: cli::SourceArgs) -> SourceChoice {
+    match (a.queue, a.service) {
+        (Some(q), _) => SourceChoice::Queue(q),
+        (None, Some(s)) => SourceChoice::Service(s),
+        (None, None) => unreachable!("clap requires SERVICE or --queue"),
     }
 }
 
@@ -178,6 +246,55 @@ mod tests {
         v.extend_from_slice(args);
         v.push("stats");
         Cli::try_parse_from(v).unwrap().global
+    }
+
+    fn task_of(args: &[&str]) -> Option<Task> {
+        let mut v = vec!["dlq"];
+        v.extend_from_slice(args);
+        task(Cli::try_parse_from(v).unwrap().command)
+    }
+
+    #[test]
+    fn the_command_line_becomes_plain_options() {
+        assert_eq!(
+            task_of(&[
+                "replay",
+                "billing",
+                "--filter",
+                ".x",
+                "--limit",
+                "3",
+                "--dry-run"
+            ]),
+            Some(Task::Replay(ReplayOptions {
+                source: SourceChoice::Service("billing".into()),
+                to: None,
+                filter: Some(".x".into()),
+                transform: None,
+                limit: Some(3),
+                rate: None,
+                dry_run: true,
+            }))
+        );
+        assert_eq!(
+            task_of(&["purge", "--queue", "q.error"]),
+            Some(Task::Purge(SourceChoice::Queue("q.error".into())))
+        );
+        assert_eq!(
+            task_of(&["topology", "verify", "--service", "a", "--service", "b"]),
+            Some(Task::TopologyVerify(Services(vec!["a".into(), "b".into()])))
+        );
+        assert_eq!(
+            task_of(&["export", "--queue", "q", "--file", "f.jsonl", "--remove"]),
+            Some(Task::Export(ExportOptions {
+                source: SourceChoice::Queue("q".into()),
+                file: "f.jsonl".into(),
+                filter: None,
+                limit: None,
+                remove: true,
+            }))
+        );
+        assert_eq!(task_of(&["completions", "bash"]), None);
     }
 
     #[test]

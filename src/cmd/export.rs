@@ -8,10 +8,10 @@ use std::path::Path;
 use super::source::resolve;
 use crate::broker::reader::{Handle, QueueReader};
 use crate::broker::Broker;
-use crate::cli::ExportArgs;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::message::{to_json, MessageView};
+use crate::options::ExportOptions;
 use crate::output::Report;
 use crate::report::moves::ExportReport;
 use crate::settings::Settings;
@@ -122,7 +122,7 @@ fn repair_tail(path: &Path) -> Result<Option<String>> {
     }
 }
 
-pub(crate) async fn run(a: &ExportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dyn Report>> {
     let filter = super::compile_optional(a.filter.as_deref(), "--filter")?;
     let source = resolve(&a.source, settings)?;
     let consent = if a.remove {

@@ -8,9 +8,9 @@ use std::path::Path;
 use crate::broker::amqp::Reply;
 use crate::broker::publisher::{ConfirmedPublisher, Settled, SizeCheck, UNCHECKED_SIZE};
 use crate::broker::Broker;
-use crate::cli::ImportArgs;
 use crate::error::{Error, Result};
 use crate::message::record_from_json;
+use crate::options::ImportOptions;
 use crate::output::Report;
 use crate::report::moves::ImportReport;
 use crate::settings::Settings;
@@ -78,7 +78,7 @@ fn records(
     }))
 }
 
-pub(crate) async fn run(a: &ImportArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &ImportOptions, settings: &Settings) -> Result<Box<dyn Report>> {
     let consent = ui::consent(settings, "import")?;
     // Check every line first: a bad file publishes nothing.
     let mut count = 0u64;
@@ -195,7 +195,7 @@ impl Progress {
 
 async fn publish_all(
     broker: &Broker,
-    a: &ImportArgs,
+    a: &ImportOptions,
     report: &mut ImportReport,
     progress: &mut Progress,
     bar: &indicatif::ProgressBar,

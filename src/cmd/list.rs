@@ -12,10 +12,10 @@ use crate::broker::amqp::QueueCounts;
 use crate::broker::browse::{self, Browsed, End};
 use crate::broker::quorum::{self, Requeue};
 use crate::broker::Broker;
-use crate::cli::ListArgs;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::message::{to_json, MessageView};
+use crate::options::ListOptions;
 use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
 use crate::report::browse::{BrowseReport, GroupReport};
@@ -206,7 +206,7 @@ pub(crate) fn output_error(e: io::Error) -> Result<()> {
     }
 }
 
-pub(crate) async fn run(a: &ListArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &ListOptions, settings: &Settings) -> Result<Box<dyn Report>> {
     let queue = super::source::resolve(&a.source, settings)?.queue;
     let filter = super::compile_optional(a.filter.as_deref(), "--filter")?;
     let group_by = super::compile_optional(a.group_by.as_deref(), "--group-by")?;

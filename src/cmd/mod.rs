@@ -10,27 +10,24 @@ pub mod source;
 pub mod stats;
 pub mod topology;
 
-use crate::cli::{Command, TopologyCommand};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::options::Task;
 use crate::output::Report;
 use crate::settings::Settings;
 
-pub async fn run(command: Command, settings: &Settings) -> Result<Box<dyn Report>> {
-    match command {
-        Command::Topology(TopologyCommand::Plan(a)) => topology::plan(&a, settings),
-        Command::Topology(TopologyCommand::Apply(a)) => topology::apply(&a, settings).await,
-        Command::Topology(TopologyCommand::Verify(a)) => topology::verify(&a, settings).await,
-        Command::Stats(a) => stats::run(&a, settings).await,
-        Command::Replay(a) => replay::run(&a, settings).await,
-        Command::Export(a) => export::run(&a, settings).await,
-        Command::Import(a) => import::run(&a, settings).await,
-        Command::Purge(a) => purge::run(&a, settings).await,
-        Command::List(a) => list::run(&a, settings).await,
-        Command::Peek(a) => peek::run(&a, settings).await,
-        Command::Completions(_) => {
-            unreachable!("completions are generated before settings are read")
-        }
+pub async fn run(task: Task, settings: &Settings) -> Result<Box<dyn Report>> {
+    match task {
+        Task::TopologyPlan(s) => topology::plan(&s, settings),
+        Task::TopologyApply(s) => topology::apply(&s, settings).await,
+        Task::TopologyVerify(s) => topology::verify(&s, settings).await,
+        Task::Stats(s) => stats::run(&s, settings).await,
+        Task::Replay(o) => replay::run(&o, settings).await,
+        Task::Export(o) => export::run(&o, settings).await,
+        Task::Import(o) => import::run(&o, settings).await,
+        Task::Purge(s) => purge::run(&s, settings).await,
+        Task::List(o) => list::run(&o, settings).await,
+        Task::Peek(o) => peek::run(&o, settings).await,
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::list::{end_stream, near_limit_problem, open_source, output_error, Opened, Selection};
 use crate::broker::browse::{self, Hold, Removal};
 use crate::broker::quorum;
-use crate::cli::PeekArgs;
 use crate::error::{Error, Result};
+use crate::options::PeekOptions;
 use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
 use crate::report::browse::BrowseReport;
@@ -20,7 +20,7 @@ use crate::settings::Settings;
 use crate::ui::{self, Consent};
 use crate::util::{io_reason, printable};
 
-pub(crate) async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &PeekOptions, settings: &Settings) -> Result<Box<dyn Report>> {
     let queue = super::source::resolve(&a.source, settings)?.queue;
     if !a.pop {
         return peek(a, settings, &queue).await;
@@ -32,7 +32,7 @@ pub(crate) async fn run(a: &PeekArgs, settings: &Settings) -> Result<Box<dyn Rep
 }
 
 /// Shows the head messages and gives them all back.
-async fn peek(a: &PeekArgs, settings: &Settings, queue: &str) -> Result<Box<dyn Report>> {
+async fn peek(a: &PeekOptions, settings: &Settings, queue: &str) -> Result<Box<dyn Report>> {
     let Opened {
         broker,
         counts,
@@ -116,7 +116,7 @@ impl Popped<'_> {
 }
 
 async fn pop(
-    a: &PeekArgs,
+    a: &PeekOptions,
     settings: &Settings,
     queue: &str,
     consent: Consent,
@@ -178,7 +178,7 @@ async fn pop(
 
 #[allow(clippy::too_many_arguments)]
 async fn pop_each(
-    a: &PeekArgs,
+    a: &PeekOptions,
     queue: &str,
     consent: Consent,
     mut save: Option<&mut File>,
@@ -252,7 +252,7 @@ async fn remove(
     delivery_tag: u64,
     position: u64,
     save: Option<&mut File>,
-    a: &PeekArgs,
+    a: &PeekOptions,
     message: &Value,
     done: &mut Popped<'_>,
 ) -> Result<()> {

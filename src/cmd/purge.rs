@@ -3,15 +3,15 @@
 use super::source::resolve;
 use crate::broker::amqp::Reply;
 use crate::broker::Broker;
-use crate::cli::PurgeArgs;
 use crate::error::{Error, Result};
+use crate::options::SourceChoice;
 use crate::output::Report;
 use crate::report::moves::PurgeReport;
 use crate::settings::Settings;
 use crate::ui;
 
-pub(crate) async fn run(a: &PurgeArgs, settings: &Settings) -> Result<Box<dyn Report>> {
-    let source = resolve(&a.source, settings)?;
+pub(crate) async fn run(source: &SourceChoice, settings: &Settings) -> Result<Box<dyn Report>> {
+    let source = resolve(source, settings)?;
     let consent = ui::consent(settings, "purge")?;
     let broker = Broker::connect(&settings.urls, "purge").await?;
     let not_found = || {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::broker::quorum::{self, Assessment, Requeue, Risk};
 use crate::broker::Broker;
-use crate::cli::SourceArgs;
 use crate::error::{Error, Result};
+use crate::options::SourceChoice;
 use crate::output::messages::warn;
 use crate::settings::Settings;
 use crate::util::printable;
@@ -21,20 +21,19 @@ pub(crate) struct Source {
     pub work_queue: Option<String>,
 }
 
-pub(crate) fn resolve(a: &SourceArgs, settings: &Settings) -> Result<Source> {
-    match (&a.service, &a.queue) {
-        (_, Some(q)) => Ok(Source {
+pub(crate) fn resolve(choice: &SourceChoice, settings: &Settings) -> Result<Source> {
+    match choice {
+        SourceChoice::Queue(q) => Ok(Source {
             queue: q.clone(),
             work_queue: None,
         }),
-        (Some(name), None) => {
+        SourceChoice::Service(name) => {
             let service = settings.require_config()?.service(name)?;
             Ok(Source {
                 queue: service.error_queue(),
                 work_queue: Some(service.work_queue()),
             })
         }
-        (None, None) => Err(Error::usage("name a SERVICE or give --queue Q")),
     }
 }
 

@@ -2,15 +2,15 @@
 
 use crate::broker::amqp::Reply;
 use crate::broker::Broker;
-use crate::cli::StatsArgs;
 use crate::error::{Error, Result};
+use crate::options::Services;
 use crate::output::Report;
 use crate::report::stats::{QueueStat, ServiceStats, StatsReport};
 use crate::settings::Settings;
 
-pub(crate) async fn run(a: &StatsArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &Services, settings: &Settings) -> Result<Box<dyn Report>> {
     let config = settings.require_config()?;
-    let services = config.select(&a.services)?;
+    let services = config.select(&a.0)?;
     if services.is_empty() {
         return Err(Error::usage(format!(
             "{} defines no services",

@@ -3,9 +3,9 @@
 use crate::broker::amqp::Reply;
 use crate::broker::management::Management;
 use crate::broker::Broker;
-use crate::cli::ServiceFilter;
 use crate::config::{QueueType, Service};
 use crate::error::{Error, Result};
+use crate::options::Services;
 use crate::output::Report;
 use crate::report::topology::{Action, PlanReport, TopologyReport};
 use crate::settings::Settings;
@@ -16,9 +16,9 @@ use crate::topology::diff::{
 use crate::topology::{derive, Finding, FindingStatus, Generation, Topology};
 use std::time::Duration;
 
-fn selected<'a>(a: &ServiceFilter, settings: &'a Settings) -> Result<Vec<&'a Service>> {
+fn selected<'a>(a: &Services, settings: &'a Settings) -> Result<Vec<&'a Service>> {
     let config = settings.require_config()?;
-    let services = config.select(&a.services)?;
+    let services = config.select(&a.0)?;
     if services.is_empty() {
         return Err(Error::usage(format!(
             "{} defines no services; add a [services.NAME] table",
@@ -55,7 +55,7 @@ async fn generation(settings: &Settings) -> std::result::Result<Generation, Stri
     }
 }
 
-pub(crate) fn plan(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) fn plan(a: &Services, settings: &Settings) -> Result<Box<dyn Report>> {
     let services = selected(a, settings)?;
     let notes = if any_quorum(&services) {
         vec!["quorum queues are shown as declared on RabbitMQ 4.x (x-delivery-limit -1: no limit); on 3.x, where a negative limit drops every message, `apply` leaves x-delivery-limit out".into()]
@@ -77,7 +77,7 @@ fn conflict(entity: &'static str, name: &str, service: &str, reason: String) -> 
 }
 
 /// Declares everything; a conflict on one entity does not stop the others.
-pub(crate) async fn apply(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn apply(a: &Services, settings: &Settings) -> Result<Box<dyn Report>> {
     let services = selected(a, settings)?;
     // Quorum queues' arguments depend on the broker's version; a wrong guess could make every
     // message be dropped (3.x) or let the retry loop drop some (4.x), so none is made.
@@ -146,7 +146,7 @@ pub(crate) async fn apply(a: &ServiceFilter, settings: &Settings) -> Result<Box<
 }
 
 /// Compares without changing anything: management API first, AMQP probes as the fallback.
-pub(crate) async fn verify(a: &ServiceFilter, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn verify(a: &Services, settings: &Settings) -> Result<Box<dyn Report>> {
     let services = selected(a, settings)?;
     let mut notes = Vec::new();
     let generation = if any_quorum(&services) {

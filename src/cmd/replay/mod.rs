@@ -7,9 +7,9 @@ use super::source::{resolve, Source};
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
 use crate::broker::reader::{Handle, Left, QueueReader};
 use crate::broker::Broker;
-use crate::cli::ReplayArgs;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::options::ReplayOptions;
 use crate::output::Report;
 use crate::report::moves::{Counts, Destination, Reconnect, ReplayReport};
 use crate::settings::Settings;
@@ -40,7 +40,7 @@ struct Resume {
 
 const PREVIEW_ROWS: usize = 5;
 
-pub(crate) async fn run(a: &ReplayArgs, settings: &Settings) -> Result<Box<dyn Report>> {
+pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dyn Report>> {
     let filter = super::compile_optional(a.filter.as_deref(), "--filter")?;
     let transform = super::compile_optional(a.transform.as_deref(), "--transform")?;
     let source = resolve(&a.source, settings)?;
@@ -301,7 +301,7 @@ const QUIET: Duration = Duration::from_millis(50);
 async fn move_messages(
     ctx: &mut Plan<'_, '_>,
     settings: &Settings,
-    a: &ReplayArgs,
+    a: &ReplayOptions,
     filter: Option<&Filter>,
     report: &mut ReplayReport,
     resume: Option<Resume>,
