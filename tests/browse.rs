@@ -571,6 +571,35 @@ async fn group_by_failure_message_counts_each_value_biggest_first() {
     );
     ok(&table);
     assert!(!table.stdout.contains(&0x1b), "ESC in the group table");
+    // With --filter, the group-by counts only what the filter matched (both run on one jaq
+    // value per message).
+    let filtered = run(
+        &scope,
+        &[
+            "list",
+            "--queue",
+            &q,
+            "--filter",
+            ".failure.message != null",
+            "--group-by",
+            ".failure.message",
+            "-o",
+            "json",
+        ],
+    );
+    ok(&filtered);
+    let Value::Array(filtered_rows) = json_out(&filtered) else {
+        panic!("not an array")
+    };
+    assert_eq!(filtered_rows.len(), want.len() - 1, "{filtered_rows:?}");
+    for r in &filtered_rows {
+        assert!(!r["value"].is_null(), "{r}");
+        assert_eq!(
+            Some(&r["count"].as_u64().unwrap()),
+            want.get(&r["value"].to_string()),
+            "{r}"
+        );
+    }
     let ids: Vec<u64> = (0..n).collect();
     assert_holds_in_order(&conn, &q, &ids, None).await;
 }

@@ -10,7 +10,7 @@ use crate::broker::reader::{Handle, QueueReader};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::message::{to_json, MessageView};
+use crate::message::Message;
 use crate::options::ExportOptions;
 use crate::output::Report;
 use crate::report::moves::ExportReport;
@@ -236,10 +236,10 @@ async fn export(
             report.problem = reader.shortfall_problem();
             break;
         };
-        let json = to_json(&MessageView::from_delivery(&queue, pos, &d));
+        let message = Message::from_delivery(&queue, pos, &d);
         let matched = match filter {
             None => true,
-            Some(f) => f.matches(&json).unwrap_or_else(|_| {
+            Some(f) => f.matches_owned(message.to_value()).unwrap_or_else(|_| {
                 report.filter_errors += 1;
                 false
             }),
@@ -250,7 +250,7 @@ async fn export(
             reader.keep(handle).await?;
             continue;
         }
-        crate::json::to_writer(&mut out, &json)
+        crate::json::to_writer(&mut out, &message)
             .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
         report.exported += 1;

@@ -13,8 +13,8 @@ use crate::broker::browse::{self, Browsed, End};
 use crate::broker::quorum::{self, Requeue};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::message::{to_json, MessageView};
+use crate::filter::{Filter, Verdict};
+use crate::message::Message;
 use crate::options::ListOptions;
 use crate::output::messages::{MessageSink, View};
 use crate::output::Report;
@@ -79,23 +79,55 @@ impl Selection {
         }
     }
 
-    /// The contract object of a delivery when it is to be shown.
-    pub(crate) fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Value> {
-        let message = to_json(&MessageView::from_delivery(queue, position, d));
+    /// The message of a delivery when it is to be shown.
+    pub(crate) fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Message> {
+        let message = Message::from_delivery(queue, position, d);
         if let Some(filter) = &self.filter {
-            match filter.matches(&message) {
+            match filter.matches_owned(message.to_value()) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(why) => {
-                    self.filter_failures += 1;
-                    self.first_failure
-                        .get_or_insert_with(|| crate::sanitize::preview(&why, 200));
+                    self.failed(&why);
                     return None;
                 }
             }
         }
         self.matched += 1;
         Some(message)
+    }
+
+    /// Counts a delivery in `groups` when it matches; true when it matched. With a filter, the
+    /// filter was chained with the group-by expression ([`Filter::then`]): both run on one jaq
+    /// value.
+    fn group(
+        &mut self,
+        queue: &str,
+        position: u64,
+        d: &Delivery,
+        expr: &Filter,
+        groups: &mut Groups,
+    ) -> bool {
+        let value = Message::from_delivery(queue, position, d).to_value();
+        let grouped = match &self.filter {
+            None => expr.first_value_owned(value),
+            Some(filter) => match filter.select_then(value) {
+                Ok(Verdict { matched: false, .. }) => return false,
+                Ok(Verdict { value, .. }) => value.unwrap_or(Ok(None)),
+                Err(why) => {
+                    self.failed(&why);
+                    return false;
+                }
+            },
+        };
+        self.matched += 1;
+        groups.add(grouped);
+        true
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.filter_failures += 1;
+        self.first_failure
+            .get_or_insert_with(|| crate::sanitize::preview(why, 200));
     }
 
     /// Notes on what the filter left out, for the end of the run.
@@ -210,6 +242,11 @@ pub(crate) async fn run(a: &ListOptions, settings: &Settings) -> Result<Box<dyn 
     let queue = super::source::resolve(&a.source, settings)?.queue;
     let filter = super::compile_optional(a.filter.as_deref(), "--filter")?;
     let group_by = super::compile_optional(a.group_by.as_deref(), "--group-by")?;
+    // With both, one jaq value per message serves the filter and the group-by.
+    let filter = match (filter, &group_by) {
+        (Some(f), Some(g)) => Some(f.then(g)),
+        (f, _) => f,
+    };
     let Opened {
         broker,
         counts,
@@ -242,11 +279,8 @@ pub(crate) async fn run(a: &ListOptions, settings: &Settings) -> Result<Box<dyn 
                 guard,
                 requeue,
                 |pos, d| {
-                    if let Some(m) = selection.select(&queue, pos, d) {
-                        groups.add(expr, &m);
-                        if enough() {
-                            return ControlFlow::Break(());
-                        }
+                    if selection.group(&queue, pos, d, expr, &mut groups) && enough() {
+                        return ControlFlow::Break(());
                     }
                     ControlFlow::Continue(())
                 },
@@ -317,8 +351,9 @@ struct Groups {
 }
 
 impl Groups {
-    fn add(&mut self, expr: &Filter, message: &Value) {
-        let value = match expr.first_value(message) {
+    /// Counts one message's group-by value (none: null), or the expression's error.
+    fn add(&mut self, value: Result<Option<Value>, String>) {
+        let value = match value {
             Ok(v) => v.unwrap_or(Value::Null),
             Err(why) => {
                 self.failures += 1;
@@ -365,9 +400,9 @@ mod tests {
         let expr = Filter::compile(".failure.message").unwrap_or_else(|e| panic!("{e}"));
         let mut g = Groups::default();
         for m in ["b", "a", "a", "c", "b", "a"] {
-            g.add(&expr, &json!({"failure": {"message": m}}));
+            g.add(expr.first_value(&json!({"failure": {"message": m}})));
         }
-        g.add(&expr, &json!({}));
+        g.add(expr.first_value(&json!({})));
         assert_eq!(
             g.into_sorted(),
             vec![
@@ -383,8 +418,8 @@ mod tests {
     fn group_by_failures_are_counted_not_grouped() {
         let expr = Filter::compile(r#".x | test("y")"#).unwrap_or_else(|e| panic!("{e}"));
         let mut g = Groups::default();
-        g.add(&expr, &json!({"x": 1}));
-        g.add(&expr, &json!({"x": "y"}));
+        g.add(expr.first_value(&json!({"x": 1})));
+        g.add(expr.first_value(&json!({"x": "y"})));
         assert_eq!(g.failures, 1);
         assert_eq!(g.into_sorted(), vec![(json!(true), 1)]);
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use serde_json::Value;
+use crate::message::Message;
 
 use super::list::{end_stream, near_limit_problem, open_source, output_error, Opened, Selection};
 use crate::broker::browse::{self, Hold, Removal};
@@ -90,7 +90,7 @@ fn open_for_append(path: &Path) -> Result<File> {
 }
 
 /// One JSONL line, on disk (fsynced) before the message may be acked.
-fn save_line(file: &mut File, message: &Value) -> std::io::Result<()> {
+fn save_line(file: &mut File, message: &Message) -> std::io::Result<()> {
     let mut line = crate::json::to_vec(message)?;
     line.push(b'\n');
     file.write_all(&line)?;
@@ -253,7 +253,7 @@ async fn remove(
     position: u64,
     save: Option<&mut File>,
     a: &PeekOptions,
-    message: &Value,
+    message: &Message,
     done: &mut Popped<'_>,
 ) -> Result<()> {
     if let Some(why) = hold.lost_reason() {

@@ -31,6 +31,9 @@ pub(crate) const MAX_OVERRUNS: usize = 2;
 /// past the budget is abandoned (it ends with the process) and a new one is started.
 pub(crate) struct Filter {
     program: Arc<jaq_core::Filter<Data>>,
+    /// A second expression run on the same jaq value when the first matches (`--group-by`
+    /// after `--filter`): a message is converted to a jaq value once.
+    then: Option<Arc<jaq_core::Filter<Data>>>,
     budget: Duration,
     evaluator: Mutex<Evaluator>,
 }
@@ -41,10 +44,30 @@ struct Evaluator {
     overruns: usize,
 }
 
-/// One message to evaluate, and whether the first output itself is wanted (else only its
-/// truthiness).
-type Job = (Value, bool);
-type Answer = Result<(bool, Option<Value>), String>;
+/// One message to evaluate, and what is wanted of it.
+type Job = (Value, Want);
+type Answer = Result<Verdict, String>;
+
+/// What a job asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The truthiness of the first output.
+    Truth,
+    /// The first output itself.
+    Value,
+    /// The truthiness of the first output and, when true, the second expression's first output.
+    TruthThenValue,
+}
+
+/// What the expression said of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict {
+    /// The jq truthiness of the first output (no output: false).
+    pub matched: bool,
+    /// The first output, when wanted (`first_value`), or the second expression's first output
+    /// (or its error) when the first matched (`select_then`).
+    pub value: Option<Result<Option<Value>, String>>,
+}
 
 struct Worker {
     jobs: mpsc::Sender<Job>,
@@ -52,21 +75,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(program: Arc<jaq_core::Filter<Data>>) -> Result<Worker, String> {
+    fn start(
+        program: Arc<jaq_core::Filter<Data>>,
+        then: Option<Arc<jaq_core::Filter<Data>>>,
+    ) -> Result<Worker, String> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (answer_tx, answers) = mpsc::channel::<Answer>();
         std::thread::Builder::new()
             .name("jq".into())
             .stack_size(crate::STACK_SIZE)
             .spawn(move || {
-                for (message, want_value) in job_rx {
-                    let answer = first(&program, &message).map(|v| match v {
-                        None => (false, None),
-                        Some(v) => (
-                            jaq_core::ValT::as_bool(&v),
-                            want_value.then(|| val_to_json(&v)),
-                        ),
-                    });
+                for (message, want) in job_rx {
+                    let answer = evaluate_on(&program, then.as_deref(), &message, want);
                     if answer_tx.send(answer).is_err() {
                         return;
                     }
@@ -75,6 +95,27 @@ impl Worker {
             .map_err(|e| format!("cannot start the filter's thread: {e}"))?;
         Ok(Worker { jobs, answers })
     }
+}
+
+/// One job on the worker thread: the message becomes a jaq value once, for both expressions.
+fn evaluate_on(
+    program: &jaq_core::Filter<Data>,
+    then: Option<&jaq_core::Filter<Data>>,
+    message: &Value,
+    want: Want,
+) -> Answer {
+    let input = Val::deserialize(message).map_err(|e| format!("cannot read the message: {e}"))?;
+    let first_out = first(program, input.clone())?;
+    let matched = first_out.as_ref().is_some_and(jaq_core::ValT::as_bool);
+    let value = match (want, then) {
+        (Want::Truth, _) => None,
+        (Want::Value, _) => Some(Ok(first_out.as_ref().map(val_to_json))),
+        (Want::TruthThenValue, Some(then)) if matched => {
+            Some(first(then, input).map(|v| v.as_ref().map(val_to_json)))
+        }
+        (Want::TruthThenValue, _) => None,
+    };
+    Ok(Verdict { matched, value })
 }
 
 // jaq_json::Val is !Send; this fails to build if the compiled program ever starts holding one.
@@ -145,6 +186,7 @@ impl Filter {
             .map_err(|errs| compile_error(expr, errs))?;
         Ok(Filter {
             program: Arc::new(program),
+            then: None,
             budget: BUDGET,
             evaluator: Mutex::default(),
         })
@@ -157,18 +199,42 @@ impl Filter {
         self
     }
 
+    /// This filter, then `next` on the messages it matches, run together on one jaq value per
+    /// message (`select_then`).
+    pub(crate) fn then(mut self, next: &Filter) -> Filter {
+        self.then = Some(next.program.clone());
+        self
+    }
+
     /// jq truthiness of the first output; no output is no match.
+    #[cfg(test)]
     pub(crate) fn matches(&self, msg: &Value) -> Result<bool, String> {
-        Ok(self.evaluate(msg, false)?.0)
+        Ok(self.evaluate(msg.clone(), Want::Truth)?.matched)
+    }
+
+    /// jq truthiness of the first output, for a message the caller no longer needs.
+    pub(crate) fn matches_owned(&self, msg: Value) -> Result<bool, String> {
+        Ok(self.evaluate(msg, Want::Truth)?.matched)
     }
 
     /// The first output as JSON, for grouping. None when the expression yields nothing.
     pub(crate) fn first_value(&self, msg: &Value) -> Result<Option<Value>, String> {
-        Ok(self.evaluate(msg, true)?.1)
+        self.first_value_owned(msg.clone())
+    }
+
+    /// The same, for a message the caller no longer needs.
+    pub(crate) fn first_value_owned(&self, msg: Value) -> Result<Option<Value>, String> {
+        self.evaluate(msg, Want::Value)?.value.unwrap_or(Ok(None))
+    }
+
+    /// Whether the message matches and, when it does and a second expression was chained with
+    /// [`Filter::then`], that expression's first output (or its error).
+    pub(crate) fn select_then(&self, msg: Value) -> Answer {
+        self.evaluate(msg, Want::TruthThenValue)
     }
 
     /// Runs the expression on one message on the worker thread, waiting at most the budget.
-    fn evaluate(&self, msg: &Value, want_value: bool) -> Answer {
+    fn evaluate(&self, msg: Value, want: Want) -> Answer {
         let mut ev = self
             .evaluator
             .lock()
@@ -182,9 +248,9 @@ impl Filter {
         }
         let worker = match ev.worker.take() {
             Some(w) => w,
-            None => Worker::start(self.program.clone())?,
+            None => Worker::start(self.program.clone(), self.then.clone())?,
         };
-        if worker.jobs.send((msg.clone(), want_value)).is_err() {
+        if worker.jobs.send((msg, want)).is_err() {
             return Err("the filter's thread stopped".into());
         }
         match worker.answers.recv_timeout(self.budget) {
@@ -206,8 +272,7 @@ impl Filter {
 }
 
 /// The first output of the program on one message (on the worker thread).
-fn first(program: &jaq_core::Filter<Data>, msg: &Value) -> Result<Option<Val>, String> {
-    let input = Val::deserialize(msg).map_err(|e| format!("cannot read the message: {e}"))?;
+fn first(program: &jaq_core::Filter<Data>, input: Val) -> Result<Option<Val>, String> {
     let ctx = Ctx::<Data>::new(&program.lut, Vars::new([]));
     // Only the first output is needed; the iterator is lazy, so later outputs (and their
     // errors) are never computed.

@@ -277,3 +277,44 @@ fn module_imports_are_refused_at_compile_time() {
     let e = error(r#"include "x"; ."#);
     assert!(e.to_string().starts_with("invalid filter: "), "{e}");
 }
+
+#[test]
+fn a_chained_expression_runs_on_the_messages_the_first_matches() {
+    let group_by = compile(".failure.message");
+    let f = compile(".body.n > 1").then(&group_by);
+    let msg = |n: i64| json!({"body": {"n": n}, "failure": {"message": format!("m{n}")}});
+    assert_eq!(
+        f.select_then(msg(2)),
+        Ok(Verdict {
+            matched: true,
+            value: Some(Ok(Some(json!("m2"))))
+        })
+    );
+    assert_eq!(
+        f.select_then(msg(1)),
+        Ok(Verdict {
+            matched: false,
+            value: None
+        })
+    );
+    // An error in the second expression is its own, the match stands.
+    let f = compile(".n > 1").then(&compile(r#"error("no group")"#));
+    assert_eq!(
+        f.select_then(json!({"n": 5})),
+        Ok(Verdict {
+            matched: true,
+            value: Some(Err("no group".into()))
+        })
+    );
+    // An error in the first is the answer's.
+    let f = compile(r#"error("bad")"#).then(&group_by);
+    assert_eq!(f.select_then(json!({})), Err("bad".into()));
+    // Unchained, select_then is a plain match.
+    assert_eq!(
+        compile(".a").select_then(json!({"a": 1})),
+        Ok(Verdict {
+            matched: true,
+            value: None
+        })
+    );
+}

@@ -4,7 +4,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum BodyEncoding {
     Json,
     Text,
@@ -21,38 +22,56 @@ impl BodyEncoding {
     }
 }
 
-/// `body`, `body_encoding` and, when the compact rendering would not give back the exact bytes, `body_text`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct EncodedBody {
+/// A message body: its exact bytes and the contract's rendering of them (`body`,
+/// `body_encoding`, `body_text` when the compact rendering would not give back the exact bytes,
+/// `body_size`), serialised as those four keys of the message object.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct Body {
+    #[serde(rename = "body")]
     pub value: Value,
+    #[serde(rename = "body_encoding")]
     pub encoding: BodyEncoding,
+    #[serde(rename = "body_text", skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(rename = "body_size")]
+    pub size: usize,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
 }
 
-pub(crate) fn encode_body(body: &[u8]) -> EncodedBody {
+impl Body {
+    pub(crate) fn new(bytes: &[u8]) -> Body {
+        let (value, encoding, text) = encode(bytes);
+        Body {
+            value,
+            encoding,
+            text,
+            size: bytes.len(),
+            bytes: bytes.to_vec(),
+        }
+    }
+}
+
+fn encode(body: &[u8]) -> (Value, BodyEncoding, Option<String>) {
     let Ok(text) = std::str::from_utf8(body) else {
-        return EncodedBody {
-            value: Value::String(BASE64.encode(body)),
-            encoding: BodyEncoding::Base64,
-            text: None,
-        };
+        return (
+            Value::String(BASE64.encode(body)),
+            BodyEncoding::Base64,
+            None,
+        );
     };
     // serde_json rejects the empty string, so an empty body falls through to text, "".
     if let Ok(parsed) = serde_json::from_str::<Value>(text) {
         // Anything serde_json normalises (whitespace, duplicate keys, escapes, 1.0 vs 1, big
         // integers turned into floats) shows up as a byte difference here.
         let exact = serde_json::to_vec(&parsed).is_ok_and(|compact| compact == body);
-        return EncodedBody {
-            value: parsed,
-            encoding: BodyEncoding::Json,
-            text: (!exact).then(|| text.to_owned()),
-        };
+        return (
+            parsed,
+            BodyEncoding::Json,
+            (!exact).then(|| text.to_owned()),
+        );
     }
-    EncodedBody {
-        value: Value::from(text),
-        encoding: BodyEncoding::Text,
-        text: None,
-    }
+    (Value::from(text), BodyEncoding::Text, None)
 }
 
 /// The exact body bytes of a contract object. `body_text` wins over `body` because it is the

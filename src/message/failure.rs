@@ -2,7 +2,7 @@
 //! section 5), and the dates they write.
 
 use lapin::types::{AMQPValue, FieldTable};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::*;
 
@@ -16,20 +16,6 @@ pub(crate) struct Failure {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub at: Option<i64>,
-}
-
-impl Failure {
-    /// Same as the Serialize form, without a fallible detour through serde.
-    pub(crate) fn to_json(&self) -> Value {
-        let mut o = Map::new();
-        o.insert("origin".into(), self.origin.clone().into());
-        o.insert("reason".into(), self.reason.clone().into());
-        o.insert("attempts".into(), self.attempts.into());
-        o.insert("message".into(), self.message.clone().into());
-        o.insert("type".into(), self.kind.clone().into());
-        o.insert("at".into(), self.at.into());
-        Value::Object(o)
-    }
 }
 
 /// Each field comes from the first source that has it, in the contract's order: our own
@@ -184,17 +170,6 @@ mod tests {
     use crate::message::testing::*;
 
     use lapin::types::{AMQPValue, FieldTable};
-
-    #[test]
-    fn failure_serializes_like_to_json() {
-        let f = Failure {
-            origin: Some("q".into()),
-            kind: Some("E".into()),
-            at: Some(3),
-            ..Failure::default()
-        };
-        assert_eq!(serde_json::to_value(&f).ok(), Some(f.to_json()));
-    }
 
     #[test]
     fn failure_from_contract_headers() {

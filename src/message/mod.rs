@@ -50,29 +50,76 @@ impl<'a> MessageView<'a> {
     }
 }
 
-/// The contract object, keys in the contract's order.
-pub(crate) fn to_json(m: &MessageView) -> Value {
-    let headers = m.properties.headers().as_ref();
-    let mut o = Map::new();
-    o.insert("position".into(), Value::from(m.position));
-    o.insert("queue".into(), Value::from(m.queue));
-    o.insert("exchange".into(), Value::from(m.exchange));
-    o.insert("routing_key".into(), Value::from(m.routing_key));
-    o.insert("redelivered".into(), Value::Bool(m.redelivered));
-    o.insert("properties".into(), properties_to_json(m.properties));
-    o.insert(
-        "headers".into(),
-        headers.map_or_else(|| Value::Object(Map::new()), field_table_to_json),
-    );
-    o.insert("failure".into(), failure(headers).to_json());
-    let body = encode_body(m.body);
-    o.insert("body".into(), body.value);
-    o.insert("body_encoding".into(), Value::from(body.encoding.as_str()));
-    if let Some(text) = body.text {
-        o.insert("body_text".into(), Value::String(text));
+/// One message as dlq models it, built once per delivery: the envelope, the properties and
+/// headers as JSON, the failure derived once, and the body as bytes plus its rendering.
+/// `Serialize` (derived, fields in declaration order) writes the contract's section 5 object.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct Message {
+    pub position: u64,
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub redelivered: bool,
+    pub properties: Map<String, Value>,
+    pub headers: Map<String, Value>,
+    pub failure: Failure,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Message {
+    pub(crate) fn new(m: &MessageView) -> Message {
+        let headers = m.properties.headers().as_ref();
+        Message {
+            position: m.position,
+            queue: m.queue.to_owned(),
+            exchange: m.exchange.to_owned(),
+            routing_key: m.routing_key.to_owned(),
+            redelivered: m.redelivered,
+            properties: into_object(properties_to_json(m.properties)),
+            headers: headers.map_or_else(Map::new, |h| into_object(field_table_to_json(h))),
+            failure: failure(headers),
+            body: Body::new(m.body),
+        }
     }
-    o.insert("body_size".into(), Value::from(m.body.len()));
-    Value::Object(o)
+
+    /// A delivery read from `queue` at 1-based `position`.
+    pub(crate) fn from_delivery(
+        queue: &str,
+        position: u64,
+        d: &lapin::message::Delivery,
+    ) -> Message {
+        Message::new(&MessageView::from_delivery(queue, position, d))
+    }
+
+    /// The contract object as a JSON value (what `--filter`, `--group-by` and `--transform`
+    /// see).
+    pub(crate) fn to_value(&self) -> Value {
+        // Serialising plain structs, strings and JSON values cannot fail: every map key is a
+        // string.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The x-death entries as JSON (newest first), when the headers carry any.
+    pub(crate) fn deaths(&self) -> &[Value] {
+        match self.headers.get("x-death") {
+            Some(Value::Array(deaths)) => deaths,
+            _ => &[],
+        }
+    }
+}
+
+fn into_object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
+/// The contract object of one message, keys in the contract's order.
+#[cfg(test)]
+pub(crate) fn to_json(m: &MessageView) -> Value {
+    Message::new(m).to_value()
 }
 
 #[cfg(test)]

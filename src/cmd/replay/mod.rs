@@ -258,12 +258,13 @@ async fn survey(
             break;
         };
         reader.keep(handle).await?;
-        if !selected(filter, ctx.queue, pos, &d, &mut report.filter_errors) {
+        let (matches, message) = selected(filter, ctx.queue, pos, &d, &mut report.filter_errors);
+        if !matches {
             report.counts.kept += 1;
             continue;
         }
         matched += 1;
-        match ctx.copy(pos, &d).await? {
+        match ctx.copy(pos, &d, message).await? {
             Ok(copy) => {
                 report.counts.replayed += 1;
                 count_change(report, &copy);
@@ -346,7 +347,8 @@ async fn move_messages(
             }
         };
         let Some((pos, d, handle)) = next else { break };
-        if !selected(filter, queue, pos, &d, &mut report.filter_errors) {
+        let (matches, message) = selected(filter, queue, pos, &d, &mut report.filter_errors);
+        if !matches {
             bar.inc(u64::from(limit.is_none()));
             report.counts.kept += 1;
             reader.keep(handle).await?;
@@ -354,7 +356,7 @@ async fn move_messages(
         }
         bar.inc(1);
         matched += 1;
-        let copy = match ctx.copy(pos, &d).await? {
+        let copy = match ctx.copy(pos, &d, message).await? {
             Ok(copy) => copy,
             Err(why) => {
                 stays(report, pos, &d, why);

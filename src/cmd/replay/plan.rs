@@ -12,7 +12,7 @@ use crate::broker::publisher::SizeCheck;
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::filter::Filter;
-use crate::message::{failure, to_json, MessageView};
+use crate::message::{failure, Message};
 use crate::replay::replay_headers;
 use crate::report::moves::{Destination, PreviewRow, ReplayReport};
 
@@ -31,20 +31,24 @@ impl Origins {
     }
 }
 
-/// The filter's verdict; a run-time error is no match, counted.
+/// The filter's verdict; a run-time error is no match, counted. With a filter, the message
+/// it looked at comes back too, for the transform and the routing to use.
 pub(super) fn selected(
     filter: Option<&Filter>,
     queue: &str,
     position: u64,
     d: &Delivery,
     errors: &mut u64,
-) -> bool {
-    let Some(f) = filter else { return true };
-    match f.matches(&to_json(&MessageView::from_delivery(queue, position, d))) {
-        Ok(m) => m,
+) -> (bool, Option<Message>) {
+    let Some(f) = filter else {
+        return (true, None);
+    };
+    let message = Message::from_delivery(queue, position, d);
+    match f.matches_owned(message.to_value()) {
+        Ok(m) => (m, Some(message)),
         Err(_) => {
             *errors += 1;
-            false
+            (false, None)
         }
     }
 }
@@ -100,16 +104,30 @@ impl<'a, 'b> Plan<'a, 'b> {
     }
 
     /// Decides the copy of a matching message, or why it stays where it is.
+    /// `message` is the delivery's message when the filter already built it.
     pub(super) async fn copy(
         &mut self,
         pos: u64,
         d: &Delivery,
+        message: Option<Message>,
     ) -> Result<std::result::Result<Copy, Stay>> {
         let mut change = None;
-        let (properties, body, rerouted) = match self.transform {
-            None => (d.properties.clone(), None, None),
-            Some(t) => {
-                let before = to_json(&MessageView::from_delivery(self.queue, pos, d));
+        let message = message.or_else(|| {
+            self.transform
+                .is_some()
+                .then(|| Message::from_delivery(self.queue, pos, d))
+        });
+        let origin = || match &message {
+            Some(m) => m.failure.origin.clone(),
+            None => failure(d.properties.headers().as_ref()).origin,
+        };
+        let origin = match self.destination {
+            Destination::Origin => origin(),
+            Destination::Queue(_) => None,
+        };
+        let (properties, body, rerouted) = match (self.transform, &message) {
+            (Some(t), Some(message)) => {
+                let before = message.to_value();
                 let after = match t.first_value(&before) {
                     Ok(Some(after)) => after,
                     Ok(None) => {
@@ -134,6 +152,7 @@ impl<'a, 'b> Plan<'a, 'b> {
                 let body = (repaired.body != d.data).then_some(repaired.body);
                 (repaired.properties, body, repaired.routing_key)
             }
+            _ => (d.properties.clone(), None, None),
         };
         let queue = match rerouted {
             Some(q) if self.origins.exists(self.broker, &q).await? => q,
@@ -143,7 +162,7 @@ impl<'a, 'b> Plan<'a, 'b> {
                     crate::util::printable(&q)
                 ))))
             }
-            None => match route(self.broker, self.destination, d, self.origins).await? {
+            None => match route(self.broker, self.destination, origin, self.origins).await? {
                 Ok(q) => q,
                 Err(why) => return Ok(Err(Stay::NoDestination(why))),
             },
@@ -187,16 +206,17 @@ pub(super) fn stays(report: &mut ReplayReport, pos: u64, d: &Delivery, why: Stay
     }
 }
 
-/// Where this message's copy goes, or `Err(reason)` when it has no known, existing origin.
+/// Where this message's copy goes (`origin`: its `failure.origin`), or `Err(reason)` when it
+/// has no known, existing origin.
 pub(super) async fn route(
     broker: &Broker,
     destination: &Destination,
-    d: &Delivery,
+    origin: Option<String>,
     origins: &mut Origins,
 ) -> Result<std::result::Result<String, String>> {
     match destination {
         Destination::Queue(q) => Ok(Ok(q.clone())),
-        Destination::Origin => match failure(d.properties.headers().as_ref()).origin {
+        Destination::Origin => match origin {
             None => Ok(Err("no known origin queue (use --to)".into())),
             Some(o) if origins.exists(broker, &o).await? => Ok(Ok(o)),
             Some(o) => Ok(Err(format!("origin queue \"{o}\" not found"))),

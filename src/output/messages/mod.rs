@@ -5,13 +5,12 @@
 use std::io::{self, BufWriter, StdoutLock, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use dialoguer::console::{measure_text_width, pad_str, truncate_str, Alignment, Term};
 use serde_json::{json, Value};
 
 use super::{new_table, OutputFormat, Report, Style};
 use crate::error::Outcome;
+use crate::message::{BodyEncoding, Message};
 use crate::report::browse::{BrowseReport, GroupReport};
 use crate::sanitize::for_terminal;
 use crate::settings::Settings;
@@ -60,7 +59,7 @@ impl MessageSink {
     }
 
     /// Writes one contract object (CONTRACT.md section 5) in the chosen format.
-    pub(crate) fn push(&mut self, message: &Value) -> io::Result<()> {
+    pub(crate) fn push(&mut self, message: &Message) -> io::Result<()> {
         match self.format {
             OutputFormat::Jsonl => {
                 crate::json::to_writer(&mut self.out, message)?;
@@ -124,7 +123,7 @@ pub(crate) fn warn(settings: &Settings, text: &str) {
 
 /// Pretty JSON indented one level, as an element of the array around it. serde_json escapes
 /// line breaks inside strings, so every raw newline is structural and can take the indent.
-fn write_indented_json(out: &mut impl Write, v: &Value) -> io::Result<()> {
+fn write_indented_json(out: &mut impl Write, v: &impl serde::Serialize) -> io::Result<()> {
     let text = crate::json::to_string_pretty(v)?;
     out.write_all(b"  ")?;
     out.write_all(text.replace('\n', "\n  ").as_bytes())
@@ -213,37 +212,39 @@ fn list_header(width: usize) -> String {
     .join(GAP)
 }
 
-fn list_row(m: &Value, width: usize, now: i64) -> String {
+fn list_row(m: &Message, width: usize, now: i64) -> String {
     let c = columns(width);
-    let text = |p: &str| m.pointer(p).and_then(Value::as_str).unwrap_or("-");
+    let text = |v: Option<&str>| v.unwrap_or("-").to_string();
     let attempts = m
-        .pointer("/failure/attempts")
-        .and_then(Value::as_i64)
+        .failure
+        .attempts
         .map_or_else(|| "-".to_string(), |n| n.to_string());
     let body = body_preview(m, c.body);
     [
-        cell(&position(m), c.position, Alignment::Right),
-        cell(text("/properties/message_id"), c.id, Alignment::Left),
+        cell(&m.position.to_string(), c.position, Alignment::Right),
+        cell(
+            &text(m.properties.get("message_id").and_then(Value::as_str)),
+            c.id,
+            Alignment::Left,
+        ),
         cell(&age(m, now), c.age, Alignment::Right),
         cell(&attempts, c.attempts, Alignment::Right),
-        cell(text("/failure/message"), c.failure, Alignment::Left),
-        cell(text("/routing_key"), c.routing_key, Alignment::Left),
+        cell(
+            &text(m.failure.message.as_deref()),
+            c.failure,
+            Alignment::Left,
+        ),
+        cell(&m.routing_key, c.routing_key, Alignment::Left),
         body.trim_end().to_string(),
     ]
     .join(GAP)
 }
 
-fn position(m: &Value) -> String {
-    m.get("position")
-        .and_then(Value::as_u64)
-        .map_or_else(|| "-".to_string(), |n| n.to_string())
-}
-
 /// Time since the message failed (`failure.at`), else since it was published (`timestamp`).
-fn age(m: &Value, now: i64) -> String {
-    m.pointer("/failure/at")
-        .and_then(Value::as_i64)
-        .or_else(|| m.pointer("/properties/timestamp").and_then(Value::as_i64))
+fn age(m: &Message, now: i64) -> String {
+    m.failure
+        .at
+        .or_else(|| m.properties.get("timestamp").and_then(Value::as_i64))
         .map_or_else(|| "-".to_string(), |t| compact_duration(now - t))
 }
 
@@ -259,19 +260,17 @@ pub(crate) fn compact_duration(secs: i64) -> String {
 }
 
 /// The body on one line, cut to `width` display columns.
-fn body_preview(m: &Value, width: usize) -> String {
+fn body_preview(m: &Message, width: usize) -> String {
     // Only the start can be shown, so never sanitize or measure more than a few lines' worth.
     let head = |s: &str| s.chars().take(width * 4 + 16).collect::<String>();
-    let raw = match m.get("body_encoding").and_then(Value::as_str) {
-        Some("base64") => format!(
-            "(binary, {} bytes)",
-            m.get("body_size").and_then(Value::as_u64).unwrap_or(0)
-        ),
-        Some("json") => match m.get("body_text").and_then(Value::as_str) {
+    let body = &m.body;
+    let raw = match body.encoding {
+        BodyEncoding::Base64 => format!("(binary, {} bytes)", body.size),
+        BodyEncoding::Json => match &body.text {
             Some(text) => head(text),
-            None => head(&m.get("body").map(Value::to_string).unwrap_or_default()),
+            None => head(&body.value.to_string()),
         },
-        _ => match m.get("body").and_then(Value::as_str) {
+        BodyEncoding::Text => match body.value.as_str() {
             Some("") => "(empty)".to_string(),
             Some(text) => head(text),
             None => String::new(),
@@ -348,24 +347,43 @@ impl Report for GroupReport {
 mod tests {
     use super::peek::{hex_dump, indented_lines};
     use super::*;
+    use crate::message::Body;
 
-    fn message() -> Value {
-        json!({
-            "position": 7,
-            "queue": "billing.error",
-            "exchange": "",
-            "routing_key": "billing.error",
-            "redelivered": false,
-            "properties": {"message_id": "m-\u{1b}[31m1", "timestamp": 1000},
-            "headers": {"x-error-message": "boom\u{7}", "x-death": [
+    fn object(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(o) => o,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn message() -> Message {
+        Message {
+            position: 7,
+            queue: "billing.error".into(),
+            exchange: String::new(),
+            routing_key: "billing.error".into(),
+            redelivered: false,
+            properties: object(json!({"message_id": "m-\u{1b}[31m1", "timestamp": 1000})),
+            headers: object(json!({"x-error-message": "boom\u{7}", "x-death": [
                 {"count": 5, "reason": "rejected", "queue": "billing", "time": 900,
-                 "exchange": "", "routing-keys": ["billing.retry"]}]},
-            "failure": {"origin": "billing", "reason": "rejected", "attempts": 6,
-                        "message": "time\u{1b}]0;pwned\u{7}out", "type": null, "at": 900},
-            "body": {"tenant": "acme"},
-            "body_encoding": "json",
-            "body_size": 17
-        })
+                 "exchange": "", "routing-keys": ["billing.retry"]}]})),
+            failure: crate::message::Failure {
+                origin: Some("billing".into()),
+                reason: Some("rejected".into()),
+                attempts: Some(6),
+                message: Some("time\u{1b}]0;pwned\u{7}out".into()),
+                kind: None,
+                at: Some(900),
+            },
+            body: Body::new(br#"{"tenant":"acme"}"#),
+        }
+    }
+
+    fn with_body(bytes: &[u8]) -> Message {
+        Message {
+            body: Body::new(bytes),
+            ..message()
+        }
     }
 
     #[test]
@@ -393,12 +411,12 @@ mod tests {
 
     #[test]
     fn binary_and_empty_bodies_have_readable_previews() {
-        let bin = json!({"body": "AAEC", "body_encoding": "base64", "body_size": 3});
-        assert_eq!(body_preview(&bin, 40), "(binary, 3 bytes)");
-        let empty = json!({"body": "", "body_encoding": "text", "body_size": 0});
-        assert_eq!(body_preview(&empty, 40), "(empty)");
-        let text = json!({"body": "a\nb\u{1b}[2Jc", "body_encoding": "text"});
-        assert_eq!(body_preview(&text, 40), "a bc");
+        assert_eq!(
+            body_preview(&with_body(b"\0\x01\xff"), 40),
+            "(binary, 3 bytes)"
+        );
+        assert_eq!(body_preview(&with_body(b""), 40), "(empty)");
+        assert_eq!(body_preview(&with_body(b"a\nb\x1b[2Jc"), 40), "a bc");
     }
 
     #[test]

@@ -2,70 +2,66 @@
 //! the body (JSON indented, text as is, binary as a hex dump), all made safe for a terminal.
 
 use super::*;
+use crate::message::{Body, Failure};
+use serde_json::Map;
 
 pub(super) fn full_view(
-    m: &Value,
+    m: &Message,
     width: usize,
     now: i64,
     bold: &dyn Fn(&str) -> String,
 ) -> String {
     let mut out = String::new();
-    let text = |p: &str| for_terminal(m.pointer(p).and_then(Value::as_str).unwrap_or(""));
     let rule = "─".repeat(width.min(100));
     out.push_str(&rule);
     out.push('\n');
     out.push_str(&bold(&format!(
         "Message {} of {}",
-        position(m),
-        text("/queue")
+        m.position,
+        for_terminal(&m.queue)
     )));
     out.push('\n');
-    let exchange = match text("/exchange") {
+    let exchange = match for_terminal(&m.exchange) {
         e if e.is_empty() => "(default)".to_string(),
         e => e,
     };
-    let redelivered = m
-        .get("redelivered")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     push_pairs(
         &mut out,
         &[
             ("exchange".to_string(), exchange),
-            ("routing key".to_string(), text("/routing_key")),
+            ("routing key".to_string(), for_terminal(&m.routing_key)),
             (
                 "redelivered".to_string(),
-                if redelivered { "yes" } else { "no" }.to_string(),
+                if m.redelivered { "yes" } else { "no" }.to_string(),
             ),
         ],
     );
 
     out.push_str(&bold("Properties"));
     out.push('\n');
-    push_pairs(&mut out, &property_pairs(m, now));
+    push_pairs(&mut out, &property_pairs(&m.properties, now));
 
     out.push_str(&bold("Headers"));
     out.push('\n');
-    push_pairs(&mut out, &header_pairs(m));
+    push_pairs(&mut out, &header_pairs(&m.headers));
 
     out.push_str(&bold("Failure"));
     out.push('\n');
-    push_pairs(&mut out, &failure_pairs(m, now));
+    push_pairs(&mut out, &failure_pairs(&m.failure, now));
 
-    if let Some(Value::Array(deaths)) = m.pointer("/headers/x-death") {
-        if !deaths.is_empty() {
-            out.push_str(&bold("x-death history (newest first)"));
-            out.push('\n');
-            out.push_str(&x_death_table(deaths, width));
-            out.push('\n');
-        }
+    let deaths = m.deaths();
+    if !deaths.is_empty() {
+        out.push_str(&bold("x-death history (newest first)"));
+        out.push('\n');
+        out.push_str(&x_death_table(deaths, width));
+        out.push('\n');
     }
 
-    let encoding = text("/body_encoding");
-    let size = m.get("body_size").and_then(Value::as_u64).unwrap_or(0);
+    let encoding = m.body.encoding.as_str();
+    let size = m.body.size;
     out.push_str(&bold(&format!("Body ({encoding}, {size} bytes)")));
     out.push('\n');
-    out.push_str(&body_full(m));
+    out.push_str(&body_full(&m.body));
     out
 }
 
@@ -87,10 +83,7 @@ fn push_pairs(out: &mut String, pairs: &[(String, String)]) {
     }
 }
 
-fn property_pairs(m: &Value, now: i64) -> Vec<(String, String)> {
-    let Some(Value::Object(props)) = m.get("properties") else {
-        return Vec::new();
-    };
+fn property_pairs(props: &Map<String, Value>, now: i64) -> Vec<(String, String)> {
     props
         .iter()
         .map(|(k, v)| {
@@ -103,10 +96,7 @@ fn property_pairs(m: &Value, now: i64) -> Vec<(String, String)> {
         .collect()
 }
 
-fn header_pairs(m: &Value) -> Vec<(String, String)> {
-    let Some(Value::Object(headers)) = m.get("headers") else {
-        return Vec::new();
-    };
+fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(k, v)| {
@@ -123,20 +113,23 @@ fn header_pairs(m: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn failure_pairs(m: &Value, now: i64) -> Vec<(String, String)> {
-    let Some(Value::Object(f)) = m.get("failure") else {
-        return Vec::new();
-    };
-    f.iter()
-        .map(|(k, v)| {
-            let shown = match (k.as_str(), v.as_i64()) {
-                ("at", Some(t)) => time_text(t, now),
-                _ if v.is_null() => "-".to_string(),
-                _ => value_text(v),
-            };
-            (k.clone(), shown)
-        })
-        .collect()
+fn failure_pairs(f: &Failure, now: i64) -> Vec<(String, String)> {
+    let text = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_string(), for_terminal);
+    vec![
+        ("origin".into(), text(&f.origin)),
+        ("reason".into(), text(&f.reason)),
+        (
+            "attempts".into(),
+            f.attempts
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+        ),
+        ("message".into(), text(&f.message)),
+        ("type".into(), text(&f.kind)),
+        (
+            "at".into(),
+            f.at.map_or_else(|| "-".to_string(), |t| time_text(t, now)),
+        ),
+    ]
 }
 
 /// A JSON value on one terminal line: strings as they are, everything else as compact JSON.
@@ -202,21 +195,14 @@ fn x_death_table(deaths: &[Value], width: usize) -> String {
 }
 
 /// The body over as many lines as it has: JSON indented, text as is, binary as a hex dump.
-fn body_full(m: &Value) -> String {
-    let body = m.get("body").unwrap_or(&Value::Null);
-    match m.get("body_encoding").and_then(Value::as_str) {
-        Some("json") => {
-            let pretty = serde_json::to_string_pretty(body).unwrap_or_default();
+fn body_full(body: &Body) -> String {
+    match body.encoding {
+        BodyEncoding::Json => {
+            let pretty = serde_json::to_string_pretty(&body.value).unwrap_or_default();
             indented_lines(&pretty)
         }
-        Some("base64") => {
-            let bytes = body
-                .as_str()
-                .and_then(|s| BASE64.decode(s).ok())
-                .unwrap_or_default();
-            hex_dump(&bytes)
-        }
-        _ => match body.as_str() {
+        BodyEncoding::Base64 => hex_dump(&body.bytes),
+        BodyEncoding::Text => match body.value.as_str() {
             Some("") => "  (empty)\n".to_string(),
             Some(text) => indented_lines(text),
             None => String::new(),
