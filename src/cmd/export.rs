@@ -239,7 +239,7 @@ async fn export(
         let message = Message::from_delivery(&queue, pos, &d);
         let matched = match filter {
             None => true,
-            Some(f) => f.matches_owned(message.to_value()).unwrap_or_else(|_| {
+            Some(f) => f.matches(&message).unwrap_or_else(|_| {
                 report.filter_errors += 1;
                 false
             }),

@@ -83,7 +83,7 @@ impl Selection {
     pub(crate) fn select(&mut self, queue: &str, position: u64, d: &Delivery) -> Option<Message> {
         let message = Message::from_delivery(queue, position, d);
         if let Some(filter) = &self.filter {
-            match filter.matches_owned(message.to_value()) {
+            match filter.matches(&message) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(why) => {
@@ -107,10 +107,10 @@ impl Selection {
         expr: &Filter,
         groups: &mut Groups,
     ) -> bool {
-        let value = Message::from_delivery(queue, position, d).to_value();
+        let message = Message::from_delivery(queue, position, d);
         let grouped = match &self.filter {
-            None => expr.first_value_owned(value),
-            Some(filter) => match filter.select_then(value) {
+            None => expr.first_value(&message),
+            Some(filter) => match filter.select_then(&message) {
                 Ok(Verdict { matched: false, .. }) => return false,
                 Ok(Verdict { value, .. }) => value.unwrap_or(Ok(None)),
                 Err(why) => {

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{data::JustLut, Compiler, Ctx, Exn, Vars};
 use jaq_json::Val;
-use serde::Deserialize as _;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 
 type Data = JustLut<Val>;
@@ -44,8 +44,9 @@ struct Evaluator {
     overruns: usize,
 }
 
-/// One message to evaluate, and what is wanted of it.
-type Job = (Value, Want);
+/// One message to evaluate, as compact JSON (the worker reads it straight into a jaq value,
+/// with no `serde_json::Value` in between), and what is wanted of it.
+type Job = (Vec<u8>, Want);
 type Answer = Result<Verdict, String>;
 
 /// What a job asks for.
@@ -101,10 +102,14 @@ impl Worker {
 fn evaluate_on(
     program: &jaq_core::Filter<Data>,
     then: Option<&jaq_core::Filter<Data>>,
-    message: &Value,
+    message: &[u8],
     want: Want,
 ) -> Answer {
-    let input = Val::deserialize(message).map_err(|e| format!("cannot read the message: {e}"))?;
+    let mut json = serde_json::Deserializer::from_slice(message);
+    // The message was written by serde_json from a value it holds, so its depth is already
+    // bounded (bodies deeper than serde_json's limit are text); the worker's stack is large.
+    json.disable_recursion_limit();
+    let input = Val::deserialize(&mut json).map_err(|e| format!("cannot read the message: {e}"))?;
     let first_out = first(program, input.clone())?;
     let matched = first_out.as_ref().is_some_and(jaq_core::ValT::as_bool);
     let value = match (want, then) {
@@ -207,34 +212,25 @@ impl Filter {
     }
 
     /// jq truthiness of the first output; no output is no match.
-    #[cfg(test)]
-    pub(crate) fn matches(&self, msg: &Value) -> Result<bool, String> {
-        Ok(self.evaluate(msg.clone(), Want::Truth)?.matched)
-    }
-
-    /// jq truthiness of the first output, for a message the caller no longer needs.
-    pub(crate) fn matches_owned(&self, msg: Value) -> Result<bool, String> {
+    pub(crate) fn matches(&self, msg: &impl Serialize) -> Result<bool, String> {
         Ok(self.evaluate(msg, Want::Truth)?.matched)
     }
 
-    /// The first output as JSON, for grouping. None when the expression yields nothing.
-    pub(crate) fn first_value(&self, msg: &Value) -> Result<Option<Value>, String> {
-        self.first_value_owned(msg.clone())
-    }
-
-    /// The same, for a message the caller no longer needs.
-    pub(crate) fn first_value_owned(&self, msg: Value) -> Result<Option<Value>, String> {
+    /// The first output as JSON (for grouping and transforms). None when the expression yields
+    /// nothing.
+    pub(crate) fn first_value(&self, msg: &impl Serialize) -> Result<Option<Value>, String> {
         self.evaluate(msg, Want::Value)?.value.unwrap_or(Ok(None))
     }
 
     /// Whether the message matches and, when it does and a second expression was chained with
     /// [`Filter::then`], that expression's first output (or its error).
-    pub(crate) fn select_then(&self, msg: Value) -> Answer {
+    pub(crate) fn select_then(&self, msg: &impl Serialize) -> Answer {
         self.evaluate(msg, Want::TruthThenValue)
     }
 
     /// Runs the expression on one message on the worker thread, waiting at most the budget.
-    fn evaluate(&self, msg: Value, want: Want) -> Answer {
+    fn evaluate(&self, msg: &impl Serialize, want: Want) -> Answer {
+        let msg = serde_json::to_vec(msg).map_err(|e| format!("cannot read the message: {e}"))?;
         let mut ev = self
             .evaluator
             .lock()

@@ -284,14 +284,14 @@ fn a_chained_expression_runs_on_the_messages_the_first_matches() {
     let f = compile(".body.n > 1").then(&group_by);
     let msg = |n: i64| json!({"body": {"n": n}, "failure": {"message": format!("m{n}")}});
     assert_eq!(
-        f.select_then(msg(2)),
+        f.select_then(&msg(2)),
         Ok(Verdict {
             matched: true,
             value: Some(Ok(Some(json!("m2"))))
         })
     );
     assert_eq!(
-        f.select_then(msg(1)),
+        f.select_then(&msg(1)),
         Ok(Verdict {
             matched: false,
             value: None
@@ -300,7 +300,7 @@ fn a_chained_expression_runs_on_the_messages_the_first_matches() {
     // An error in the second expression is its own, the match stands.
     let f = compile(".n > 1").then(&compile(r#"error("no group")"#));
     assert_eq!(
-        f.select_then(json!({"n": 5})),
+        f.select_then(&json!({"n": 5})),
         Ok(Verdict {
             matched: true,
             value: Some(Err("no group".into()))
@@ -308,13 +308,28 @@ fn a_chained_expression_runs_on_the_messages_the_first_matches() {
     );
     // An error in the first is the answer's.
     let f = compile(r#"error("bad")"#).then(&group_by);
-    assert_eq!(f.select_then(json!({})), Err("bad".into()));
+    assert_eq!(f.select_then(&json!({})), Err("bad".into()));
     // Unchained, select_then is a plain match.
     assert_eq!(
-        compile(".a").select_then(json!({"a": 1})),
+        compile(".a").select_then(&json!({"a": 1})),
         Ok(Verdict {
             matched: true,
             value: None
         })
+    );
+}
+
+#[test]
+fn a_deeply_nested_message_reaches_the_filter_whole() {
+    // The worker reads the message's JSON without serde_json's depth limit of 128: the depth of
+    // a message is bounded where its body is parsed, not here.
+    let mut v = json!(1);
+    for _ in 0..200 {
+        v = json!([v]);
+    }
+    let msg = json!({"body": v});
+    assert_eq!(
+        compile(".body | flatten | .[0] == 1").matches(&msg),
+        Ok(true)
     );
 }

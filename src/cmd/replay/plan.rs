@@ -44,7 +44,7 @@ pub(super) fn selected(
         return (true, None);
     };
     let message = Message::from_delivery(queue, position, d);
-    match f.matches_owned(message.to_value()) {
+    match f.matches(&message) {
         Ok(m) => (m, Some(message)),
         Err(_) => {
             *errors += 1;
