@@ -10,7 +10,8 @@ pub enum Error {
     /// Broker unreachable, access refused, queue not found, a publish not confirmed, I/O failure.
     Runtime {
         message: String,
-        cause: Option<String>,
+        /// What it came from, as an error source (its own `source()` chain kept), shown with `-v`.
+        cause: Option<Cause>,
     },
     /// Ctrl-C: what was in flight was finished; the message says what was done.
     Interrupted(String),
@@ -29,10 +30,23 @@ impl Error {
     }
 
     /// A runtime error whose underlying cause is shown only with `-v`.
-    pub fn with_cause(message: impl Into<String>, cause: impl fmt::Display) -> Self {
+    pub fn with_cause(message: impl Into<String>, cause: impl Into<Cause>) -> Self {
         Error::Runtime {
             message: message.into(),
-            cause: Some(cause.to_string()),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// A runtime error that says more than `self` (what was done before it happened), keeping
+    /// `self`'s cause.
+    pub fn restated(self, message: impl Into<String>) -> Self {
+        let cause = match self {
+            Error::Runtime { cause, .. } => cause,
+            Error::Usage(_) | Error::Interrupted(_) => None,
+        };
+        Error::Runtime {
+            message: message.into(),
+            cause,
         }
     }
 
@@ -43,11 +57,15 @@ impl Error {
         }
     }
 
-    pub fn cause(&self) -> Option<&str> {
-        match self {
-            Error::Runtime { cause, .. } => cause.as_deref(),
-            _ => None,
+    /// The causes below the message, outermost first: the cause, then its `source()` chain.
+    pub fn causes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            out.push(e.to_string());
+            next = e.source();
         }
+        out
     }
 }
 
@@ -57,9 +75,21 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Runtime {
+                cause: Some(cause), ..
+            } => Some(cause.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The cause below a runtime error: any error (a `String` or `&str` becomes one).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// How a command that returned normally ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +160,15 @@ mod tests {
     fn cause_is_kept_apart_from_the_message() {
         let e = Error::with_cause("cannot connect", "io error: refused");
         assert_eq!(e.to_string(), "cannot connect");
-        assert_eq!(e.cause(), Some("io error: refused"));
+        assert_eq!(e.causes(), ["io error: refused"]);
+    }
+
+    #[test]
+    fn causes_are_a_chain_of_error_sources() {
+        let io = std::io::Error::other(Error::with_cause("inner", "root"));
+        let e = Error::with_cause("outer", io).restated("outer, after 3 messages");
+        assert_eq!(e.to_string(), "outer, after 3 messages");
+        assert_eq!(e.causes(), ["inner", "root"]);
+        assert!(Error::runtime("alone").causes().is_empty());
     }
 }

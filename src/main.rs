@@ -43,8 +43,8 @@ fn main() {
             for hint in lines {
                 eprintln!("{}", dlq::sanitize::for_terminal(hint).trim_end());
             }
-            if let Some(cause) = e.cause() {
-                eprintln!("cause: {}", dlq::sanitize::for_terminal(cause));
+            for cause in e.causes() {
+                eprintln!("cause: {}", dlq::sanitize::for_terminal(&cause));
             }
         }
     }

@@ -133,7 +133,7 @@ impl Broker {
         };
         Err(Error::Runtime {
             message,
-            cause: (!last_cause.is_empty()).then_some(redact_secrets(&last_cause, urls)),
+            cause: (!last_cause.is_empty()).then(|| redact_secrets(&last_cause, urls).into()),
         })
     }
 

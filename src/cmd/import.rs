@@ -156,15 +156,13 @@ pub(crate) async fn run(a: &ImportOptions, settings: &Settings) -> Result<Box<dy
             Some(line) => format!("; lines before {line} are all published (`tail -n +{line}` gives the rest)"),
             None => String::new(),
         };
-        Error::Runtime {
-            message: format!(
+        let message = format!(
                 "{}; {} of {} message(s) were published (confirmed){resume}",
                 e.message(),
                 report.imported,
                 report.records
-            ),
-            cause: e.cause().map(str::to_string),
-        }
+            );
+        e.restated(message)
     })?;
     Ok(Box::new(report))
 }

@@ -171,16 +171,16 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
     broker.close().await;
     match result {
         Ok(()) => Ok(Box::new(report)),
-        Err(e) => Err(Error::Runtime {
-            message: format!(
+        Err(e) => {
+            let message = format!(
                 "{}; stopped after replaying {} message(s) ({} kept, {} failed); run the command again to continue",
                 e.message(),
                 report.counts.replayed,
                 report.counts.kept,
                 report.counts.failed
-            ),
-            cause: e.cause().map(str::to_string),
-        }),
+            );
+            Err(e.restated(message))
+        }
     }
 }
 
@@ -220,7 +220,10 @@ async fn reconnect(
             error.message(),
             RECONNECT_WITHIN.as_secs()
         ),
-        cause: Some(format!("last attempt: {}", why.message())),
+        cause: Some({
+            let last = format!("last attempt: {}", why.message());
+            Box::new(why.restated(last))
+        }),
     })?;
     let seconds = lost_at.elapsed().as_secs_f64();
     ui::note(
