@@ -117,13 +117,11 @@ impl<'a, 'b> Plan<'a, 'b> {
                 .is_some()
                 .then(|| Message::from_delivery(self.queue, pos, d))
         });
-        let origin = || match &message {
-            Some(m) => m.failure.origin.clone(),
-            None => failure(d.properties.headers().as_ref()).origin,
-        };
-        let origin = match self.destination {
-            Destination::Origin => origin(),
-            Destination::Queue(_) => None,
+        // Only a replay to each message's origin needs it; the message's failure when built.
+        let origin = match (self.destination, &message) {
+            (Destination::Queue(_), _) => None,
+            (Destination::Origin, Some(m)) => m.failure.origin.clone(),
+            (Destination::Origin, None) => failure(d.properties.headers().as_ref()).origin,
         };
         let (properties, body, rerouted) = match (self.transform, &message) {
             (Some(t), Some(message)) => {
