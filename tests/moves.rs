@@ -663,3 +663,121 @@ async fn purge_removes_everything_and_prints_the_count() {
         .code(1);
     let _ = conn.close(200, "ok".into()).await;
 }
+
+/// A TCP relay to the broker whose connections can be made to go silent at once: the broker's
+/// side is closed (so the broker requeues what the connection held) while dlq's side stays open
+/// with nothing on it, as a node that vanished without a reset. New connections relay as usual.
+struct Relay {
+    port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<(std::net::TcpStream, std::net::TcpStream)>>>,
+    held: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = live.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming() {
+                let Ok(down) = down else { return };
+                let Ok(up) = TcpStream::connect("127.0.0.1:5672") else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                    });
+                };
+                pipe(down.try_clone().unwrap(), up.try_clone().unwrap());
+                pipe(up.try_clone().unwrap(), down.try_clone().unwrap());
+                registry.lock().unwrap().push((down, up));
+            }
+        });
+        Relay {
+            port,
+            live,
+            held: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Every connection open now goes silent; dlq's end stays open until the relay is dropped.
+    fn silence(&self) {
+        for (down, up) in self.live.lock().unwrap().drain(..) {
+            let _ = up.shutdown(std::net::Shutdown::Both);
+            self.held.lock().unwrap().push(down);
+        }
+    }
+}
+
+#[tokio::test]
+/// The replay's connection goes silent mid-run (no reset, no close: lapin sees nothing): dlq
+/// notices that the broker stopped answering, reconnects and finishes; every message arrives.
+async fn a_replay_whose_connection_goes_silent_reconnects_and_finishes() {
+    let scope = Scope::new("silent");
+    let (src, dst) = (scope.name("src"), scope.name("dst"));
+    let conn = connect().await;
+    declare_queue(&conn, &src, FieldTable::default()).await;
+    declare_queue(&conn, &dst, FieldTable::default()).await;
+    let n = 20_000u64;
+    publish_many(
+        &conn,
+        &src,
+        (0..n).map(|i| {
+            (
+                vec![b'x'; 1024],
+                BasicProperties::default().with_message_id(format!("m-{i}").into()),
+            )
+        }),
+    )
+    .await;
+    let relay = Relay::start();
+    let url = relay.url();
+    let (s2, d2) = (src.clone(), dst.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        let scope2 = Scope::new("silent-run");
+        dlq(&scope2)
+            .args([
+                "--url", &url, "-o", "json", "replay", "--queue", &s2, "--to", &d2, "--rate",
+                "4000", "--yes",
+            ])
+            .timeout(Duration::from_secs(300))
+            .output()
+            .unwrap()
+    });
+    let mut silenced = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if amqp_count(&dst).await >= 1000 {
+            relay.silence();
+            silenced = true;
+            break;
+        }
+    }
+    assert!(silenced, "the replay started");
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = json_out(&out);
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(
+        summary["reconnects"].as_array().map(Vec::len),
+        Some(1),
+        "{summary}"
+    );
+    assert!(
+        stderr(&out).contains("no new channel would open"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(wait_settled(&src).await, 0, "the source is empty");
+    let ids: HashSet<String> = drain(&conn, &dst).await.iter().map(message_id).collect();
+    assert_eq!(ids.len() as u64, n, "every message arrived (none lost)");
+    drop(relay);
+    let _ = conn.close(200, "ok".into()).await;
+}

@@ -79,9 +79,9 @@ impl Broker {
     {
         let channel = self.channel().await?;
         let keep = channel.clone();
-        match op(channel).await {
+        match self.answer(op(channel)).await {
             Ok(v) => {
-                let _ = keep.close(200, "done".into()).await;
+                let _ = self.answer(keep.close(200, "done".into())).await;
                 Ok(Reply::Ok(v))
             }
             Err(e) => match amqp_error(&e) {

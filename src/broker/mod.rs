@@ -7,6 +7,7 @@ pub mod publisher;
 pub mod quorum;
 pub mod reader;
 pub mod tls;
+pub(crate) mod watch;
 pub mod worker;
 
 use std::time::Duration;
@@ -102,6 +103,9 @@ pub(crate) fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
 pub struct Broker {
     pub connection: Connection,
     pub url: BrokerUrl,
+    /// Set when a request went unanswered and the connection failed its check (see `watch`),
+    /// though lapin may still call it connected.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl Broker {
@@ -114,7 +118,13 @@ impl Broker {
             let props = ConnectionProperties::default()
                 .with_connection_name(format!("dlq {purpose}").into());
             match tokio::time::timeout(CONNECT_TIMEOUT, open(&url, props)).await {
-                Ok(Ok(connection)) => return Ok(Broker { connection, url }),
+                Ok(Ok(connection)) => {
+                    return Ok(Broker {
+                        connection,
+                        url,
+                        gone: Default::default(),
+                    })
+                }
                 Ok(Err(e)) => {
                     last_cause = format!("{e:?}");
                     failures.push(format!("{}: {}", url.redacted(), connect_reason(&e, &url)));
@@ -163,7 +173,8 @@ impl Broker {
     /// Whether the connection itself is gone (closed by the broker, reset, timed out), as
     /// opposed to an error on one channel while the connection is still up.
     pub(crate) fn is_lost(&self) -> bool {
-        !self.connection.status().connected()
+        self.gone.load(std::sync::atomic::Ordering::Relaxed)
+            || !self.connection.status().connected()
     }
 
     /// The error for a connection found closed (e.g. a consumer's stream that ended with it).
@@ -175,8 +186,7 @@ impl Broker {
     }
 
     pub async fn channel(&self) -> Result<lapin::Channel> {
-        self.connection
-            .create_channel()
+        self.answer(self.connection.create_channel())
             .await
             .map_err(|e| self.lost(e))
     }
@@ -195,8 +205,13 @@ impl Broker {
         Error::with_cause(message, format!("{e:?}"))
     }
 
+    /// Closes the connection; a dead one, which would never answer, is given up on after a few seconds.
     pub async fn close(self) {
-        let _ = self.connection.close(200, "bye".into()).await;
+        let _ = tokio::time::timeout(
+            watch::CLOSE_WITHIN,
+            self.connection.close(200, "bye".into()),
+        )
+        .await;
     }
 }
 

@@ -12,6 +12,7 @@
 //!
 //! [`Ledger`] is that bookkeeping, without a broker, so its edge cases are unit-tested.
 
+use crate::broker::watch::Answered;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
@@ -231,10 +232,12 @@ impl SizeCheck {
                 .await?
                 .await
         };
-        match probe.await {
+        match broker.answer(probe).await {
             Ok(_) => {
                 self.fits_up_to = len;
-                let _ = channel.close(200, "size checked".into()).await;
+                let _ = broker
+                    .answer(channel.close(200, "size checked".into()))
+                    .await;
                 Ok(None)
             }
             Err(e) => {
@@ -261,6 +264,7 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
         let channel = broker.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
+            .answered(broker)
             .await
             .map_err(|e| broker.lost(e))?;
         Ok(ConfirmedPublisher {
@@ -294,6 +298,7 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
                 body,
                 props,
             )
+            .answered(self.broker)
             .await
             .map_err(|e| self.broker.lost(e))?;
         let seq = self.ledger.published(key, fingerprint);
@@ -335,7 +340,11 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
         let Some((seq, confirm)) = self.confirms.pop_front() else {
             return Ok(());
         };
-        let confirmation = confirm.await.map_err(|e| self.broker.lost(e))?;
+        let confirmation = self
+            .broker
+            .answer(confirm)
+            .await
+            .map_err(|e| self.broker.lost(e))?;
         let (ack, returned) = match confirmation {
             Confirmation::Ack(r) => (true, r),
             Confirmation::Nack(r) => (false, r),
@@ -363,7 +372,10 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
     }
 
     pub(crate) async fn close(self) {
-        let _ = self.channel.close(200, "done".into()).await;
+        let _ = self
+            .broker
+            .answer(self.channel.close(200, "done".into()))
+            .await;
     }
 }
 

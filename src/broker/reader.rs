@@ -394,6 +394,12 @@ impl<'b> QueueReader<'b> {
             .iter()
             .any(|s| s.consumer.is_some());
         if later_open {
+            // Nothing is asked of the broker then: make sure the quiet is not a dead connection
+            // that lapin has not noticed (a wait that would never end).
+            self.broker
+                .check_alive()
+                .await
+                .map_err(|e| self.broker.lost(e))?;
             return Ok(false);
         }
         Ok(!browse::anything_ready(self.broker, &self.queue).await?)
@@ -445,9 +451,11 @@ impl<'b> QueueReader<'b> {
         let last = self.segments.len() - 1;
         let segment = &mut self.segments[last];
         if let Some(consumer) = segment.consumer.as_ref() {
-            segment
+            let cancel = segment
                 .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default());
+            self.broker
+                .answer(cancel)
                 .await
                 .map_err(|e| self.broker.lost(e))?;
             segment.cancelled = true;
@@ -474,18 +482,22 @@ impl<'b> QueueReader<'b> {
             let highest = *tags.last().expect("not empty");
             let below = segment.unacked.range(..=highest).count();
             if below == tags.len() {
-                segment
+                let ack = segment
                     .channel
-                    .basic_ack(highest, BasicAckOptions { multiple: true })
+                    .basic_ack(highest, BasicAckOptions { multiple: true });
+                self.broker
+                    .answer(ack)
                     .await
                     .map_err(|e| self.broker.lost(e))?;
                 let rest = segment.unacked.split_off(&(highest + 1));
                 segment.unacked = rest;
             } else {
                 for tag in tags {
-                    segment
+                    let ack = segment
                         .channel
-                        .basic_ack(tag, BasicAckOptions { multiple: false })
+                        .basic_ack(tag, BasicAckOptions { multiple: false });
+                    self.broker
+                        .answer(ack)
                         .await
                         .map_err(|e| self.broker.lost(e))?;
                     segment.unacked.remove(&tag);

@@ -2,6 +2,7 @@
 //! given back with the others.
 
 use super::*;
+use crate::broker::watch::Answered;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::Channel;
@@ -21,6 +22,7 @@ pub(crate) async fn get_one(
 ) -> Result<Option<Delivery>> {
     let got = channel
         .basic_get(short(queue)?, BasicGetOptions { no_ack: false })
+        .answered(broker)
         .await
         .map_err(|e| queue_error(broker, queue, e))?;
     Ok(got.map(|m| m.delivery))
@@ -123,11 +125,17 @@ impl<'a> Hold<'a> {
         if let Err(e) = self
             .channel
             .basic_ack(delivery_tag, BasicAckOptions { multiple: false })
+            .answered(self.broker)
             .await
         {
             return Removal::TakenBack(short_reason(&e));
         }
-        match self.channel.basic_qos(0, BasicQosOptions::default()).await {
+        match self
+            .channel
+            .basic_qos(0, BasicQosOptions::default())
+            .answered(self.broker)
+            .await
+        {
             Ok(()) => Removal::Removed,
             Err(e) => Removal::Unsure(short_reason(&e)),
         }
@@ -153,11 +161,13 @@ impl<'a> Hold<'a> {
                         requeue: true,
                     },
                 )
+                .answered(self.broker)
                 .await
                 .map_err(|e| self.broker.lost(e))?;
         }
         self.channel
             .close(200, "peeked".into())
+            .answered(self.broker)
             .await
             .map_err(|e| self.broker.lost(e))
     }

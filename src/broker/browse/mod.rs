@@ -3,6 +3,7 @@
 //! one-at-a-time reads used where each delivery costs something (a quorum queue's delivery-limit)
 //! and by `peek --pop`, where only the confirmed message is acked.
 
+use crate::broker::watch::Answered;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -109,6 +110,7 @@ pub(crate) async fn start_consumer(
 ) -> Result<Consumer> {
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
+        .answered(broker)
         .await
         .map_err(|e| broker.lost(e))?;
     channel
@@ -118,6 +120,7 @@ pub(crate) async fn start_consumer(
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
+        .answered(broker)
         .await
         .map_err(|e| queue_error(broker, queue, e))
 }
@@ -380,6 +383,7 @@ pub(crate) async fn cancel_collect(
     if send {
         channel
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .answered(broker)
             .await
             .map_err(|e| giving_back_failed(broker, e))?;
     }
@@ -402,6 +406,7 @@ async fn give_back_runs(broker: &Broker, channel: &Channel, runs: &Runs) -> Resu
                     requeue: true,
                 },
             )
+            .answered(broker)
             .await
             .map_err(|e| giving_back_failed(broker, e))?;
     }
@@ -420,11 +425,13 @@ pub(crate) async fn give_back(broker: &Broker, channel: &Channel, last_tag: u64)
                     requeue: true,
                 },
             )
+            .answered(broker)
             .await
             .map_err(|e| giving_back_failed(broker, e))?;
     }
     channel
         .close(200, "browsed".into())
+        .answered(broker)
         .await
         .map_err(|e| giving_back_failed(broker, e))
 }
