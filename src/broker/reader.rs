@@ -24,7 +24,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::{Channel, Consumer};
 
-use super::browse::{self, IDLE};
+use super::amqp::Reply;
+use super::browse::{self, StillReturning, IDLE};
 use super::{next, quorum, Broker};
 use crate::error::Result;
 
@@ -509,9 +510,9 @@ impl<'b> QueueReader<'b> {
 
     /// Stops reading and puts every unacked message back where it was: cancel, take in what is
     /// still buffered, then one multiple nack per segment naming its highest unacked tag (a tag
-    /// already acked would be refused). Call only once nothing is in flight.
-    pub(crate) async fn finish(mut self) -> Result<()> {
-        let mut gave_back = false;
+    /// already acked would be refused). Call only once nothing is in flight. `Some` when the
+    /// broker was still putting messages back after the longest wait (the caller says so).
+    pub(crate) async fn finish(mut self) -> Result<Option<StillReturning>> {
         for segment in &mut self.segments {
             if let Some(mut consumer) = segment.consumer.take() {
                 let buffered = browse::cancel_collect(
@@ -523,18 +524,28 @@ impl<'b> QueueReader<'b> {
                 .await?;
                 segment.unacked.extend(buffered);
             }
+        }
+        let stayed: u64 = self.segments.iter().map(|s| s.unacked.len() as u64).sum();
+        // What is ready now (never delivered, e.g. behind a --limit) plus what goes back.
+        let ready = match stayed {
+            0 => None,
+            _ => match self.broker.probe_queue(&self.queue).await? {
+                Reply::Ok(counts) => Some(counts.messages),
+                // Deleted or refused: there is nothing to wait for.
+                _ => None,
+            },
+        };
+        for segment in &mut self.segments {
             let last = segment.unacked.last().copied().unwrap_or(0);
-            gave_back |= last > 0;
             browse::give_back(self.broker, &segment.channel, last).await?;
         }
         // The broker requeues in batches: wait until the count is back, so that a command run
         // right after this one sees every message that stayed.
-        if gave_back {
-            let stayed: u64 = self.segments.iter().map(|s| s.unacked.len() as u64).sum();
-            let target = stayed.min(u64::from(u32::MAX)) as u32;
-            browse::settle(self.broker, &self.queue, target).await?;
-        }
-        Ok(())
+        let Some(ready) = ready else {
+            return Ok(None);
+        };
+        let expected = (u64::from(ready) + stayed).min(u64::from(u32::MAX)) as u32;
+        browse::settle(self.broker, &self.queue, expected).await
     }
 }
 

@@ -202,7 +202,9 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     let finished = reader.finish().await;
     broker.close().await;
     result?;
-    finished?;
+    if let Some(r) = finished? {
+        ui::note(settings, &r.note(&source.queue));
+    }
     Ok(Box::new(report))
 }
 

@@ -173,6 +173,9 @@ pub(crate) fn ending(
     let shown = printable(queue);
     let mut notes = Vec::new();
     let mut problem = None;
+    if let Some(r) = b.returning {
+        notes.push(r.note(queue));
+    }
     match b.end {
         End::Done if b.depth == 0 => notes.push(format!("queue \"{shown}\" is empty")),
         End::Done | End::Stopped => {}

@@ -19,9 +19,11 @@ use crate::error::{Error, Result};
 use crate::util::printable;
 
 mod hold;
+mod settle;
 mod windows;
 
 pub(crate) use hold::{get_one, Hold, Removal};
+pub(crate) use settle::{settle, StillReturning};
 use windows::Windows;
 pub use windows::WINDOW;
 use windows::{window_for, Runs};
@@ -59,6 +61,8 @@ pub(crate) struct Browsed {
     /// Deliveries handed to the caller.
     pub read: u64,
     pub end: End,
+    /// Set when the wait for the given-back messages to be ready again gave up.
+    pub returning: Option<StillReturning>,
 }
 
 /// Passive declare: the queue's counts, or an error naming it. Never creates the queue.
@@ -156,61 +160,23 @@ pub(crate) async fn browse(
         depth,
         read: 0,
         end: End::Done,
+        returning: None,
     };
     let read = Read {
         target,
         depth: u64::from(depth),
         requeue,
     };
-    let browsed = match delivery_limit {
+    let mut browsed = match delivery_limit {
         _ if target == 0 => return Ok(browsed),
         Some(limit) => fetch_each(broker, queue, read, limit, browsed, on_message).await?,
         None => consume(broker, queue, read, browsed, on_message).await?,
     };
     if browsed.read > 0 {
-        settle(broker, queue, depth).await?;
+        browsed.returning = settle(broker, queue, depth).await?;
     }
     Ok(browsed)
 }
-
-/// The broker requeues a big nack in batches (about 200 ms for 20,000 messages here; a quorum
-/// queue on 3.10 showed 0 ready for about 3 s after giving back 100,000), and until it is done a
-/// passive declare counts only part of the queue: a command started right after this one would
-/// see too few messages. So wait until the count is back to where it was, or has come back and
-/// stops rising (another consumer may be taking messages meanwhile).
-pub(crate) async fn settle(broker: &Broker, queue: &str, depth: u32) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
-    let mut last = None;
-    let mut unchanged = 0;
-    while tokio::time::Instant::now() < deadline {
-        let Reply::Ok(counts) = broker.probe_queue(queue).await? else {
-            return Ok(());
-        };
-        if counts.messages >= depth {
-            return Ok(());
-        }
-        // Nothing back yet is the broker still working, not a count that stopped rising.
-        unchanged = if counts.messages > 0 && last == Some(counts.messages) {
-            unchanged + 1
-        } else {
-            0
-        };
-        if unchanged >= STALLED_POLLS {
-            return Ok(());
-        }
-        last = Some(counts.messages);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
-/// How many 10 ms polls of an unchanged (non-zero) count [`settle`] takes for "stopped rising":
-/// 1 s. The broker requeues in batches, and on a busy machine a pause between two of them
-/// lasted more than 100 ms (a 45,000-message browse in CI stopped waiting at 20,713).
-const STALLED_POLLS: u32 = 100;
-
-/// The longest [`settle`] waits.
-const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 /// What a browse sets out to do.
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::source::{resolve, Source};
+use crate::broker::browse::StillReturning;
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
 use crate::broker::reader::{Handle, Left, QueueReader};
 use crate::broker::Broker;
@@ -97,7 +98,7 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
         guard,
     );
     if a.dry_run || consent == Some(ui::Consent::Ask) {
-        survey(&mut ctx, a.limit, filter.as_ref(), &mut report).await?;
+        survey(&mut ctx, settings, a.limit, filter.as_ref(), &mut report).await?;
         if a.dry_run {
             broker.close().await;
             return Ok(Box::new(report));
@@ -249,6 +250,7 @@ async fn reconnect(
 /// The non-destructive first pass: counts what would move; the queue is left as it was.
 async fn survey(
     ctx: &mut Plan<'_, '_>,
+    settings: &Settings,
     limit: Option<u64>,
     filter: Option<&Filter>,
     report: &mut ReplayReport,
@@ -285,7 +287,9 @@ async fn survey(
         }
     }
     note_shortfall(&reader, report);
-    reader.finish().await
+    let queue = reader.queue.clone();
+    note_returning(settings, &queue, reader.finish().await?);
+    Ok(())
 }
 
 /// A read that looked at fewer messages than were present at the start says so.
@@ -390,7 +394,15 @@ async fn move_messages(
     }
     bar.finish_and_clear();
     publisher.close().await;
-    reader.finish().await
+    note_returning(settings, queue, reader.finish().await?);
+    Ok(())
+}
+
+/// A give-back the broker had not finished when dlq stopped waiting: say so on stderr.
+fn note_returning(settings: &Settings, queue: &str, returning: Option<StillReturning>) {
+    if let Some(r) = returning {
+        ui::note(settings, &r.note(queue));
+    }
 }
 
 /// Acks the sources of confirmed copies in one go; a returned or nacked copy's source stays.
