@@ -61,6 +61,15 @@ pub(crate) struct Assessment {
     pub requeue: Requeue,
 }
 
+impl Assessment {
+    /// Whether the management API said the queue puts a returned message back in its place (a
+    /// classic queue). Only then may a give-back be sent last part first (see
+    /// [`crate::broker::browse::GiveBack`]); an unknown type is given back in queue order.
+    pub(crate) fn in_place_known(&self) -> bool {
+        self.requeue == Requeue::InPlace && !matches!(self.risk, Risk::Unknown(_))
+    }
+}
+
 /// `major.minor` of a RabbitMQ version string such as "4.1.2" or "4.2.0-rc.1".
 pub(crate) fn parse_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.trim().split(['.', '-', '+']);

@@ -166,6 +166,18 @@ pub(crate) struct QueueReader<'b> {
     /// After a lost connection: what is left, and since when the queue has been empty.
     resume: Option<Left>,
     dry_since: Option<tokio::time::Instant>,
+    /// Give back the last segment first (see [`browse::GiveBack::last_first`]).
+    last_first: bool,
+}
+
+/// How a reader reads and gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ReadMode {
+    /// The delivery-limit to keep clear of: one message at a time (see the module's text).
+    pub guard: Option<i64>,
+    /// Give back the last segment first: only for a queue known to put each message back in its
+    /// place (see [`browse::GiveBack::last_first`]).
+    pub last_first: bool,
 }
 
 /// What is left to look at after a lost connection. An ack is never confirmed by the broker, so
@@ -212,9 +224,9 @@ impl<'b> QueueReader<'b> {
     pub(crate) async fn open(
         broker: &'b Broker,
         queue: &str,
-        guard: Option<i64>,
+        mode: ReadMode,
     ) -> Result<QueueReader<'b>> {
-        QueueReader::open_resuming(broker, queue, guard, None).await
+        QueueReader::open_resuming(broker, queue, mode, None).await
     }
 
     /// A reader that goes on after a lost connection with what is `left`: it reads what is ready,
@@ -223,7 +235,7 @@ impl<'b> QueueReader<'b> {
     pub(crate) async fn open_resuming(
         broker: &'b Broker,
         queue: &str,
-        guard: Option<i64>,
+        mode: ReadMode,
         left: Option<Left>,
     ) -> Result<QueueReader<'b>> {
         let ready = u64::from(browse::open_queue(broker, queue).await?.messages);
@@ -239,9 +251,10 @@ impl<'b> QueueReader<'b> {
             largest: 0,
             budget: Budget::for_size(4096),
             shortfall: None,
-            guard,
+            guard: mode.guard,
             resume: left,
             dry_since: None,
+            last_first: mode.last_first,
         };
         if depth > 0 {
             reader.open_segment().await?;
@@ -510,7 +523,8 @@ impl<'b> QueueReader<'b> {
 
     /// Stops reading and puts every unacked message back where it was: cancel, take in what is
     /// still buffered, then one multiple nack per segment naming its highest unacked tag (a tag
-    /// already acked would be refused). Call only once nothing is in flight. `Some` when the
+    /// already acked would be refused), segment by segment: in order, or last first for a queue
+    /// known to put messages back in place (see [`ReadMode::last_first`]). Call only once nothing is in flight. `Some` when the
     /// broker was still putting messages back after the longest wait (the caller says so).
     pub(crate) async fn finish(mut self) -> Result<Option<StillReturning>> {
         for segment in &mut self.segments {
@@ -535,7 +549,13 @@ impl<'b> QueueReader<'b> {
                 _ => None,
             },
         };
-        for segment in &mut self.segments {
+        // One segment after the other (each close waits for the broker to have taken its nack):
+        // in segment order, or last first where that is known to keep the order.
+        let mut order: Vec<&Segment> = self.segments.iter().collect();
+        if self.last_first {
+            order.reverse();
+        }
+        for segment in order {
             let last = segment.unacked.last().copied().unwrap_or(0);
             browse::give_back(self.broker, &segment.channel, last).await?;
         }

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::source::resolve;
-use crate::broker::reader::{Handle, QueueReader};
+use crate::broker::reader::{Handle, QueueReader, ReadMode};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -137,10 +137,10 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     // Messages read and left in place count toward a quorum queue's delivery-limit on some
     // versions: then read one at a time and stop before one could be dropped.
     let keeps = !a.remove || filter.is_some() || a.limit.is_some();
-    let guard = if keeps {
-        super::source::read_guard(settings, &broker, &source.queue).await?
+    let mode = if keeps {
+        super::source::read_mode(settings, &broker, &source.queue).await?
     } else {
-        None
+        ReadMode::default()
     };
     let mut report = ExportReport {
         queue: source.queue.clone(),
@@ -180,7 +180,7 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     }
     report.repaired_tail = repair_tail(&a.file)?;
     let file = open_for_append(&a.file)?;
-    let mut reader = QueueReader::open(&broker, &source.queue, guard).await?;
+    let mut reader = QueueReader::open(&broker, &source.queue, mode).await?;
     let budget = a.limit.map_or(reader.depth, |l| l.min(reader.depth));
     let bar = ui::progress(settings, budget, "exporting");
     // Held until the report is returned: a Ctrl-C while the read is given back and the

@@ -9,8 +9,8 @@ use lapin::message::Delivery;
 use serde_json::Value;
 
 use crate::broker::amqp::QueueCounts;
-use crate::broker::browse::{self, Browsed, End};
-use crate::broker::quorum::{self, Requeue};
+use crate::broker::browse::{self, Browsed, End, GiveBack};
+use crate::broker::quorum;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Verdict};
@@ -29,8 +29,9 @@ pub(crate) struct Opened {
     pub counts: QueueCounts,
     /// The delivery-limit to keep clear of (None: reads are free).
     pub guard: Option<i64>,
-    /// Where a message given back goes (how a partial read keeps the order).
-    pub requeue: Requeue,
+    /// Where a message given back goes (how a partial read keeps the order), and whether it may
+    /// be given back last part first.
+    pub give_back: GiveBack,
     /// Notes for the end of the run.
     pub notes: Vec<String>,
 }
@@ -45,6 +46,7 @@ pub(crate) async fn open_source(settings: &Settings, queue: &str, purpose: &str)
     );
     let counts = counts?;
     let shown = printable(queue);
+    let last_first = assessment.in_place_known();
     let (guard, mut notes) = super::source::guard_for(assessment.risk, queue, settings)?;
     if counts.consumers > 0 {
         notes.push(format!(
@@ -56,7 +58,10 @@ pub(crate) async fn open_source(settings: &Settings, queue: &str, purpose: &str)
         broker,
         counts,
         guard,
-        requeue: assessment.requeue,
+        give_back: GiveBack {
+            requeue: assessment.requeue,
+            last_first,
+        },
         notes,
     })
 }
@@ -254,7 +259,7 @@ pub(crate) async fn run(a: &ListOptions, settings: &Settings) -> Result<Box<dyn 
         broker,
         counts,
         guard,
-        requeue,
+        give_back,
         mut notes,
     } = open_source(settings, &queue, &format!("list {queue}")).await?;
     // --limit caps the matches: with a filter, read on until that many matched.
@@ -280,7 +285,7 @@ pub(crate) async fn run(a: &ListOptions, settings: &Settings) -> Result<Box<dyn 
                 counts.messages,
                 read_limit,
                 guard,
-                requeue,
+                give_back,
                 |pos, d| {
                     if selection.group(&queue, pos, d, expr, &mut groups) && enough() {
                         return ControlFlow::Break(());
@@ -313,7 +318,7 @@ pub(crate) async fn run(a: &ListOptions, settings: &Settings) -> Result<Box<dyn 
                 counts.messages,
                 read_limit,
                 guard,
-                requeue,
+                give_back,
                 |pos, d| match selection.select(&queue, pos, d) {
                     Some(m) => match sink.push(&m) {
                         Ok(()) if enough() => ControlFlow::Break(()),

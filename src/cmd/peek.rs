@@ -37,7 +37,7 @@ async fn peek(a: &PeekOptions, settings: &Settings, queue: &str) -> Result<Box<d
         broker,
         counts,
         guard,
-        requeue,
+        give_back,
         mut notes,
     } = open_source(settings, queue, &format!("peek {queue}")).await?;
     let mut selection = Selection::new(None);
@@ -49,7 +49,7 @@ async fn peek(a: &PeekOptions, settings: &Settings, queue: &str) -> Result<Box<d
         counts.messages,
         Some(a.count),
         guard,
-        requeue,
+        give_back,
         |pos, d| {
             let Some(m) = selection.select(queue, pos, d) else {
                 return ControlFlow::Continue(());
@@ -126,7 +126,7 @@ async fn pop(
         broker,
         counts,
         guard: keep_clear_of,
-        requeue,
+        give_back,
         mut notes,
     } = open_source(settings, queue, &format!("peek --pop {queue}")).await?;
     let mut hold = Hold::open(&broker, queue).await?;
@@ -150,7 +150,7 @@ async fn pop(
     // Whatever happened, what is still held goes back in place before anything is reported,
     // after reading on as far as the queue type needs to keep its order.
     let ordered = hold
-        .keep_order(requeue, u64::from(counts.messages), keep_clear_of)
+        .keep_order(give_back.requeue, u64::from(counts.messages), keep_clear_of)
         .await;
     let given_back = hold.give_back().await;
     broker.close().await;

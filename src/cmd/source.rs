@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::broker::quorum::{self, Assessment, Requeue, Risk};
+use crate::broker::reader::ReadMode;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::options::SourceChoice;
@@ -75,18 +76,20 @@ pub(crate) async fn assess(settings: &Settings, broker: &Broker, queue: &str) ->
     })
 }
 
-/// For a command that reports no notes at the end: assess and guard in one go, warning at once.
-pub(crate) async fn read_guard(
+/// For a command that reports no notes at the end: assess and guard in one go, warning at once;
+/// and whether what it keeps may be given back last part first (a queue known to be classic).
+pub(crate) async fn read_mode(
     settings: &Settings,
     broker: &Broker,
     queue: &str,
-) -> Result<Option<i64>> {
-    let risk = assess(settings, broker, queue).await.risk;
-    let (guard, notes) = guard_for(risk, queue, settings)?;
+) -> Result<ReadMode> {
+    let assessment = assess(settings, broker, queue).await;
+    let last_first = assessment.in_place_known();
+    let (guard, notes) = guard_for(assessment.risk, queue, settings)?;
     for n in notes {
         warn(settings, &n);
     }
-    Ok(guard)
+    Ok(ReadMode { guard, last_first })
 }
 
 /// The delivery-limit a read of `queue` must keep clear of (None: reads are free), with notes

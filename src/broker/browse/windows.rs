@@ -1,14 +1,11 @@
-//! A browse's windows: one consumer per window, sized in bytes, and the runs of delivery tags
-//! that each consumer got, which is how a browse is given back.
-
-use std::pin::Pin;
-use std::task::Poll;
+//! A browse's windows: one consumer per window, each on its own channel, sized in bytes; a
+//! browse is given back window by window.
 
 use lapin::message::Delivery;
 use lapin::{Channel, Consumer};
 
 use super::{cancel_collect, prefetch_for, start_consumer};
-use crate::broker::Broker;
+use crate::broker::{next, Broker};
 use crate::error::Result;
 
 /// At most this many deliveries per consumer. A browse of up to this many small messages uses one
@@ -31,76 +28,51 @@ pub(super) fn window_for(largest: usize) -> u64 {
     ((WINDOW_BYTES / largest.max(512)) as u64).clamp(1, WINDOW)
 }
 
-/// Runs of consecutive delivery tags that went to one consumer, in tag order: (consumer, last tag).
-///
-/// A quorum queue takes back the messages of one multiple nack consumer by consumer (measured on
-/// 3.10.8: a 10-message browse over windows of 8 and 2 came back as m8, m9, m0…m7), so a browse
-/// over several consumers gives back one run at a time, in tag order: one multiple nack per run.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Runs(Vec<(u64, u64)>);
-
-impl Runs {
-    /// Adds the delivery `tag` of `consumer`; tags must come in increasing order.
-    pub(crate) fn push(&mut self, consumer: u64, tag: u64) {
-        match self.0.last_mut() {
-            Some((c, last)) if *c == consumer => *last = tag,
-            _ => self.0.push((consumer, tag)),
-        }
-    }
-
-    /// The tag each multiple nack names, in order.
-    pub(crate) fn last_tags(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.iter().map(|&(_, tag)| tag)
-    }
-}
-
-/// One consumer and its share of the browse.
+/// One consumer, on its own channel, and its share of the browse.
 struct Window {
-    /// Numbers the consumers of one browse.
-    id: u64,
-    consumer: Consumer,
+    channel: Channel,
+    /// None once cancelled (what it had buffered was taken in).
+    consumer: Option<Consumer>,
     size: u64,
     received: u64,
-    /// A delivery taken from the stream ahead of its turn.
-    head: Option<Delivery>,
+    /// The highest delivery tag received on the window's channel: what its give-back names.
+    last_tag: u64,
 }
 
-/// The open consumers. The broker numbers deliveries on a channel 1, 2, 3… in the order it sends
-/// them, which is queue order, so reading by delivery tag merges the consumers' streams back into
-/// queue order however the broker spread messages over them.
+/// The windows of a browse, in queue order. The next window opens only once every open one has
+/// been delivered in full, so window `k + 1` holds the messages after all of window `k`'s, and
+/// reading the windows one after the other reads the queue in order.
+///
+/// Each window has its own channel, so that each can be given back on its own, in either order
+/// (see [`super::GiveBack`]): the broker's per-channel bookkeeping of unacked deliveries is walked
+/// from the front to find the ones given back (`subtract_acks` in rabbit_queue_consumers.erl),
+/// so on one shared channel giving back the last window first would walk every earlier window's.
 #[derive(Default)]
 pub(super) struct Windows {
-    open: Vec<Window>,
+    all: Vec<Window>,
+    /// The window being read.
+    reading: usize,
+    /// The first window whose consumer may still need a cancel.
+    uncancelled: usize,
     /// Messages covered by the windows opened so far.
     pub(super) opened: u64,
-    /// The delivery tag handed out last.
-    last_read: u64,
     /// The largest body read so far, in bytes.
     pub(super) largest: usize,
-    /// Every delivery received, handed out or not, by consumer: what is given back at the end.
-    pub(super) runs: Runs,
-    /// Deliveries buffered when their consumer was cancelled, never handed out: (tag, consumer).
-    unread: Vec<(u64, u64)>,
-    opened_consumers: u64,
 }
 
 impl Windows {
-    pub(super) async fn open(
-        &mut self,
-        broker: &Broker,
-        channel: &Channel,
-        queue: &str,
-        size: u64,
-    ) -> Result<()> {
-        let consumer = start_consumer(broker, channel, queue, prefetch_for(size)).await?;
-        self.opened_consumers += 1;
-        self.open.push(Window {
-            id: self.opened_consumers,
-            consumer,
+    pub(super) async fn open(&mut self, broker: &Broker, queue: &str, size: u64) -> Result<()> {
+        let channel = broker.channel().await?;
+        // Kept before the consumer starts, so that a failure below still closes it.
+        self.all.push(Window {
+            channel,
+            consumer: None,
             size,
             received: 0,
-            head: None,
+            last_tag: 0,
         });
+        let w = self.all.last_mut().expect("just pushed");
+        w.consumer = Some(start_consumer(broker, &w.channel, queue, prefetch_for(size)).await?);
         self.opened += size;
         Ok(())
     }
@@ -108,87 +80,72 @@ impl Windows {
     /// Whether every open consumer has received its whole window: the broker sends them nothing
     /// more, so a new consumer gets every delivery from here on.
     pub(super) fn all_delivered(&self) -> bool {
-        self.open.iter().all(|w| w.received >= w.size)
+        self.all.iter().all(|w| w.received >= w.size)
     }
 
-    /// The delivery that follows the last one read, from whichever consumer it went to. `None`
-    /// when a consumer was cancelled by the broker.
+    /// The next delivery in queue order. `None` when the broker cancelled the consumer (the queue
+    /// was deleted) or the connection closed; pending while no open window has more to come.
     pub(super) async fn next_in_order(&mut self) -> Option<lapin::Result<Delivery>> {
-        let want = self.last_read + 1;
-        loop {
-            if let Some(w) = self
-                .open
-                .iter_mut()
-                .find(|w| w.head.as_ref().is_some_and(|d| d.delivery_tag == want))
-            {
-                self.last_read = want;
-                self.runs.push(w.id, want);
-                return w.head.take().map(Ok);
-            }
-            // The wanted delivery can only come from a consumer with nothing held ahead.
-            let (i, item) = std::future::poll_fn(|cx| {
-                for (i, w) in self.open.iter_mut().enumerate() {
-                    if w.head.is_some() || w.received >= w.size {
-                        continue;
-                    }
-                    if let Poll::Ready(item) =
-                        futures_core::Stream::poll_next(Pin::new(&mut w.consumer), cx)
-                    {
-                        return Poll::Ready((i, item));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match item? {
-                Ok(d) => {
-                    let w = &mut self.open[i];
-                    w.received += 1;
-                    w.head = Some(d);
-                }
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-
-    /// Cancels the consumers whose whole window was read: the broker sends them nothing more.
-    pub(super) async fn close_finished(
-        &mut self,
-        broker: &Broker,
-        channel: &Channel,
-    ) -> Result<()> {
-        while let Some(i) = self
-            .open
-            .iter()
-            .position(|w| w.received >= w.size && w.head.is_none())
+        while self
+            .all
+            .get(self.reading)
+            .is_some_and(|w| w.received >= w.size && self.reading + 1 < self.all.len())
         {
-            let w = self.open.swap_remove(i);
-            self.close(broker, channel, w).await?;
+            self.reading += 1;
+        }
+        let Some(w) = self.all.get_mut(self.reading) else {
+            return std::future::pending().await;
+        };
+        let Some(consumer) = w.consumer.as_mut().filter(|_| w.received < w.size) else {
+            return std::future::pending().await;
+        };
+        let item = next(consumer).await?;
+        if let Ok(d) = &item {
+            w.received += 1;
+            w.last_tag = w.last_tag.max(d.delivery_tag);
+        }
+        Some(item)
+    }
+
+    /// Cancels the consumers whose whole window was delivered: the broker sends them nothing
+    /// more, and nothing given back later is sent to them again.
+    pub(super) async fn close_finished(&mut self, broker: &Broker) -> Result<()> {
+        while let Some(w) = self.all.get_mut(self.uncancelled) {
+            if w.received < w.size {
+                break;
+            }
+            cancel(broker, w).await?;
+            self.uncancelled += 1;
         }
         Ok(())
     }
 
-    /// Cancels every consumer, then adds what was received and not handed out to the runs.
-    pub(super) async fn close_all(&mut self, broker: &Broker, channel: &Channel) -> Result<()> {
-        for w in std::mem::take(&mut self.open) {
-            self.close(broker, channel, w).await?;
+    /// Cancels every consumer and takes in what they had buffered, then gives every window back:
+    /// one multiple nack and a close per window, the last window first when `last_first`.
+    pub(super) async fn give_back(mut self, broker: &Broker, last_first: bool) -> Result<()> {
+        for w in &mut self.all {
+            if w.consumer.is_some() {
+                cancel(broker, w).await?;
+            }
         }
-        let mut unread = std::mem::take(&mut self.unread);
-        unread.sort_unstable();
-        for (tag, consumer) in unread {
-            self.runs.push(consumer, tag);
+        if last_first {
+            self.all.reverse();
+        }
+        for w in &self.all {
+            super::give_back(broker, &w.channel, w.last_tag).await?;
         }
         Ok(())
     }
+}
 
-    async fn close(&mut self, broker: &Broker, channel: &Channel, mut w: Window) -> Result<()> {
-        if let Some(d) = w.head.take() {
-            self.unread.push((d.delivery_tag, w.id));
-        }
-        let tags = cancel_collect(broker, channel, &mut w.consumer, true).await?;
-        self.unread.extend(tags.into_iter().map(|tag| (tag, w.id)));
-        Ok(())
+/// Cancels a window's consumer; what it had buffered counts as received (given back with it).
+async fn cancel(broker: &Broker, w: &mut Window) -> Result<()> {
+    if let Some(mut consumer) = w.consumer.take() {
+        let tags = cancel_collect(broker, &w.channel, &mut consumer, true).await?;
+        w.received += tags.len() as u64;
+        w.last_tag = tags.into_iter().fold(w.last_tag, u64::max);
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,15 +159,5 @@ mod tests {
         assert_eq!(window_for(100), WINDOW);
         assert_eq!(window_for(1 << 20), 10);
         assert_eq!(window_for(64 << 20), 1);
-    }
-
-    #[test]
-    fn runs_split_where_the_consumer_changes() {
-        let mut runs = Runs::default();
-        for (consumer, tag) in [(1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (1, 6), (3, 7)] {
-            runs.push(consumer, tag);
-        }
-        assert_eq!(runs.last_tags().collect::<Vec<_>>(), vec![3, 5, 6, 7]);
-        assert_eq!(Runs::default().last_tags().count(), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::source::{resolve, Source};
 use crate::broker::browse::StillReturning;
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
-use crate::broker::reader::{Handle, Left, QueueReader};
+use crate::broker::reader::{Handle, Left, QueueReader, ReadMode};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -71,7 +71,7 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
             )));
         }
     }
-    let guard = super::source::read_guard(settings, &broker, &source.queue).await?;
+    let mode = super::source::read_mode(settings, &broker, &source.queue).await?;
     let mut report = ReplayReport {
         source: source.queue.clone(),
         destination: destination.clone(),
@@ -95,7 +95,7 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
         &destination,
         transform.as_ref(),
         &mut origins,
-        guard,
+        mode,
     );
     if a.dry_run || consent == Some(ui::Consent::Ask) {
         survey(&mut ctx, settings, a.limit, filter.as_ref(), &mut report).await?;
@@ -139,7 +139,7 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
             &destination,
             transform.as_ref(),
             &mut origins,
-            guard,
+            mode,
         );
         let before = report.counts.replayed;
         let pass = move_messages(&mut ctx, settings, a, filter.as_ref(), &mut report, resume);
@@ -256,7 +256,7 @@ async fn survey(
     report: &mut ReplayReport,
 ) -> Result<()> {
     // Every message the survey reads is given back.
-    let mut reader = QueueReader::open(ctx.broker, ctx.queue, ctx.guard).await?;
+    let mut reader = QueueReader::open(ctx.broker, ctx.queue, ctx.mode).await?;
     let mut matched = 0u64;
     while limit.is_none_or(|l| matched < l) {
         let Some((pos, d, handle)) = reader.next().await? else {
@@ -321,9 +321,12 @@ async fn move_messages(
         || ctx.transform.is_some()
         || a.limit.is_some()
         || matches!(ctx.destination, Destination::Origin);
-    let guard = ctx.guard.filter(|_| keeps);
+    let mode = ReadMode {
+        guard: ctx.mode.guard.filter(|_| keeps),
+        ..ctx.mode
+    };
     let left = resume.map(|r| r.left);
-    let mut reader = QueueReader::open_resuming(broker, queue, guard, left).await?;
+    let mut reader = QueueReader::open_resuming(broker, queue, mode, left).await?;
     if resume.is_none() {
         report.depth = reader.depth;
     }

@@ -60,8 +60,9 @@ pub(super) struct Plan<'a, 'b> {
     pub(super) destination: &'a Destination,
     pub(super) transform: Option<&'a Filter>,
     pub(super) origins: &'a mut Origins,
-    /// The delivery-limit kept messages must stay clear of (a quorum queue whose returns count).
-    pub(super) guard: Option<i64>,
+    /// How the source is read: the delivery-limit kept messages must stay clear of (a quorum
+    /// queue whose returns count), and whether they may be given back last part first.
+    pub(super) mode: ReadMode,
     pub(super) sizes: SizeCheck,
 }
 
@@ -90,7 +91,7 @@ impl<'a, 'b> Plan<'a, 'b> {
         destination: &'a Destination,
         transform: Option<&'a Filter>,
         origins: &'a mut Origins,
-        guard: Option<i64>,
+        mode: ReadMode,
     ) -> Self {
         Plan {
             broker,
@@ -98,7 +99,7 @@ impl<'a, 'b> Plan<'a, 'b> {
             destination,
             transform,
             origins,
-            guard,
+            mode,
             sizes: SizeCheck::default(),
         }
     }
