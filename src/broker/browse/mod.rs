@@ -382,18 +382,28 @@ pub(crate) async fn cancel_collect(
 /// broker to have processed the nack.
 pub(crate) async fn give_back(broker: &Broker, channel: &Channel, last_tag: u64) -> Result<()> {
     if last_tag > 0 {
-        channel
-            .basic_nack(
-                last_tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .answered(broker)
-            .await
-            .map_err(|e| giving_back_failed(broker, e))?;
+        nack_upto(broker, channel, last_tag).await?;
     }
+    close(broker, channel).await
+}
+
+/// basic.nack(multiple, requeue) of every unacked delivery on `channel` up to `tag`.
+pub(crate) async fn nack_upto(broker: &Broker, channel: &Channel, tag: u64) -> Result<()> {
+    channel
+        .basic_nack(
+            tag,
+            BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            },
+        )
+        .answered(broker)
+        .await
+        .map_err(|e| giving_back_failed(broker, e))
+}
+
+/// Closes a channel after a give-back.
+pub(crate) async fn close(broker: &Broker, channel: &Channel) -> Result<()> {
     channel
         .close(200, "browsed".into())
         .answered(broker)

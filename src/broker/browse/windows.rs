@@ -28,6 +28,11 @@ pub(super) fn window_for(largest: usize) -> u64 {
     ((WINDOW_BYTES / largest.max(512)) as u64).clamp(1, WINDOW)
 }
 
+/// At most this many windows get a channel of their own; later ones share the last (RabbitMQ's
+/// default `channel_max` is 2,047 per connection). Only big messages need so many windows: 1,000
+/// windows of 10 MiB are 10 GB.
+const MAX_CHANNELS: usize = 1_000;
+
 /// One consumer, on its own channel, and its share of the browse.
 struct Window {
     channel: Channel,
@@ -62,7 +67,10 @@ pub(super) struct Windows {
 
 impl Windows {
     pub(super) async fn open(&mut self, broker: &Broker, queue: &str, size: u64) -> Result<()> {
-        let channel = broker.channel().await?;
+        let channel = match self.all.last() {
+            Some(last) if self.all.len() >= MAX_CHANNELS => last.channel.clone(),
+            _ => broker.channel().await?,
+        };
         // Kept before the consumer starts, so that a failure below still closes it.
         self.all.push(Window {
             channel,
@@ -120,22 +128,75 @@ impl Windows {
         Ok(())
     }
 
-    /// Cancels every consumer and takes in what they had buffered, then gives every window back:
-    /// one multiple nack and a close per window, the last window first when `last_first`.
+    /// Cancels every consumer and takes in what they had buffered, then gives every window back,
+    /// the last window first when `last_first` (see [`give_back_plan`]).
     pub(super) async fn give_back(mut self, broker: &Broker, last_first: bool) -> Result<()> {
         for w in &mut self.all {
             if w.consumer.is_some() {
                 cancel(broker, w).await?;
             }
         }
-        if last_first {
-            self.all.reverse();
-        }
-        for w in &self.all {
-            super::give_back(broker, &w.channel, w.last_tag).await?;
+        let windows: Vec<(u16, u64)> = self
+            .all
+            .iter()
+            .map(|w| (w.channel.id(), w.last_tag))
+            .collect();
+        for step in give_back_plan(&windows, last_first) {
+            let channel = &self.all[step.window].channel;
+            match step.action {
+                Action::Nack(tag) => super::nack_upto(broker, channel, tag).await?,
+                Action::Close => super::close(broker, channel).await?,
+            }
         }
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// basic.nack(multiple, requeue) up to this tag.
+    Nack(u64),
+    /// Close the channel (which waits for the broker to have taken its nacks).
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    /// The window whose channel the action is on.
+    window: usize,
+    action: Action,
+}
+
+/// The give-back of windows given as (channel id, highest tag received), in queue order (pure).
+/// Each channel is closed after its last nack, before the next channel's first.
+/// - In queue order: one multiple nack per window, so that windows sharing a channel still go
+///   back one at a time, in order (a quorum queue keeps the order it gets them in).
+/// - Last first: one multiple nack per channel, naming its highest tag (a nack naming a tag
+///   already given back would be refused), channels from the last to the first.
+fn give_back_plan(windows: &[(u16, u64)], last_first: bool) -> Vec<Step> {
+    let mut order: Vec<usize> = (0..windows.len()).collect();
+    if last_first {
+        order.reverse();
+    }
+    let mut steps = Vec::new();
+    for (i, &w) in order.iter().enumerate() {
+        let (channel, tag) = windows[w];
+        let first_of_channel = i == 0 || windows[order[i - 1]].0 != channel;
+        if tag > 0 && (!last_first || first_of_channel) {
+            steps.push(Step {
+                window: w,
+                action: Action::Nack(tag),
+            });
+        }
+        let last_of_channel = order.get(i + 1).is_none_or(|&n| windows[n].0 != channel);
+        if last_of_channel {
+            steps.push(Step {
+                window: w,
+                action: Action::Close,
+            });
+        }
+    }
+    steps
 }
 
 /// Cancels a window's consumer; what it had buffered counts as received (given back with it).
@@ -159,5 +220,77 @@ mod tests {
         assert_eq!(window_for(100), WINDOW);
         assert_eq!(window_for(1 << 20), 10);
         assert_eq!(window_for(64 << 20), 1);
+    }
+
+    fn nack(window: usize, tag: u64) -> Step {
+        Step {
+            window,
+            action: Action::Nack(tag),
+        }
+    }
+
+    fn close(window: usize) -> Step {
+        Step {
+            window,
+            action: Action::Close,
+        }
+    }
+
+    #[test]
+    fn windows_on_their_own_channels_go_back_one_channel_at_a_time() {
+        let windows = [(1, 8), (2, 10_240), (3, 10_240)];
+        assert_eq!(
+            give_back_plan(&windows, false),
+            vec![
+                nack(0, 8),
+                close(0),
+                nack(1, 10_240),
+                close(1),
+                nack(2, 10_240),
+                close(2)
+            ]
+        );
+        assert_eq!(
+            give_back_plan(&windows, true),
+            vec![
+                nack(2, 10_240),
+                close(2),
+                nack(1, 10_240),
+                close(1),
+                nack(0, 8),
+                close(0)
+            ]
+        );
+    }
+
+    #[test]
+    fn windows_sharing_the_last_channel_go_back_in_order_or_with_one_nack() {
+        // Windows 1 to 3 share channel 2 (past MAX_CHANNELS); tags go on counting on it.
+        let windows = [(1, 8), (2, 10), (2, 20), (2, 30)];
+        assert_eq!(
+            give_back_plan(&windows, false),
+            vec![
+                nack(0, 8),
+                close(0),
+                nack(1, 10),
+                nack(2, 20),
+                nack(3, 30),
+                close(3)
+            ]
+        );
+        assert_eq!(
+            give_back_plan(&windows, true),
+            vec![nack(3, 30), close(1), nack(0, 8), close(0)]
+        );
+    }
+
+    #[test]
+    fn a_window_that_received_nothing_is_only_closed() {
+        assert_eq!(give_back_plan(&[(1, 0)], true), vec![close(0)]);
+        assert_eq!(
+            give_back_plan(&[(1, 5), (2, 0)], false),
+            vec![nack(0, 5), close(0), close(1)]
+        );
+        assert_eq!(give_back_plan(&[], true), vec![]);
     }
 }
