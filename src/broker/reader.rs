@@ -524,8 +524,9 @@ impl<'b> QueueReader<'b> {
     /// Stops reading and puts every unacked message back where it was: cancel, take in what is
     /// still buffered, then one multiple nack per segment naming its highest unacked tag (a tag
     /// already acked would be refused), segment by segment: in order, or last first for a queue
-    /// known to put messages back in place (see [`ReadMode::last_first`]). Call only once nothing is in flight. `Some` when the
-    /// broker was still putting messages back after the longest wait (the caller says so).
+    /// known to put messages back in place (see [`ReadMode::last_first`]). Call only once nothing
+    /// is in flight. `Some` when the broker was still putting messages back after the longest
+    /// wait (the caller says so).
     pub(crate) async fn finish(mut self) -> Result<Option<StillReturning>> {
         for segment in &mut self.segments {
             if let Some(mut consumer) = segment.consumer.take() {

@@ -1,8 +1,7 @@
 //! Non-destructive reading of a queue: consume without acking, cancel, then give every delivery back
 //! with one multiple nack (requeue) per window, so the queue keeps its messages in their order.
-//! Also the
-//! one-at-a-time reads used where each delivery costs something (a quorum queue's delivery-limit)
-//! and by `peek --pop`, where only the confirmed message is acked.
+//! Also the one-at-a-time reads used where each delivery costs something (a quorum queue's
+//! delivery-limit) and by `peek --pop`, where only the confirmed message is acked.
 
 use crate::broker::watch::Answered;
 use std::ops::ControlFlow;
@@ -76,9 +75,9 @@ pub(crate) struct GiveBack {
     /// queue's order but costs the broker a lot. A classic queue merges each requeued batch
     /// into its in-memory head by walking it from the front (`requeue_merge` in 4.x's
     /// rabbit_variable_queue.erl, `queue_merge` in 3.10's), past every message requeued before
-    /// with a lower sequence id: given back front part first, 1,000,000 messages in 50 parts
-    /// took the broker 25 s and more on 4.3.6; given back last part first, each part is put in
-    /// front of the ones before it without walking them.
+    /// with a lower sequence id: given back front part first, the 98 windows of a 1,000,000
+    /// message `list` took the broker 25 s and more on 4.3.6; given back last part first, each
+    /// part is put in front of the ones before it without walking them.
     pub last_first: bool,
 }
 
@@ -182,8 +181,7 @@ pub(crate) async fn browse(
     let read = Read {
         target,
         depth: u64::from(depth),
-        requeue: give_back.requeue,
-        last_first: give_back.last_first,
+        give_back,
     };
     let mut browsed = match delivery_limit {
         _ if target == 0 => return Ok(browsed),
@@ -203,9 +201,7 @@ struct Read {
     target: u64,
     /// Ready messages at the start.
     depth: u64,
-    requeue: Requeue,
-    /// See [`GiveBack::last_first`].
-    last_first: bool,
+    give_back: GiveBack,
 }
 
 /// Once the caller's part of a read is over after `taken` deliveries (the last one redelivered or
@@ -256,7 +252,12 @@ impl Progress {
     fn end_caller(&mut self, end: End, read: Read) {
         if self.caller_end.is_none() {
             self.caller_end = Some(end);
-            self.goal = order_goal(read.requeue, self.taken, read.depth, self.last_redelivered);
+            self.goal = order_goal(
+                read.give_back.requeue,
+                self.taken,
+                read.depth,
+                self.last_redelivered,
+            );
         }
     }
 
@@ -264,7 +265,7 @@ impl Progress {
     fn take(&mut self, delivery: &Delivery, read: Read) -> bool {
         self.taken += 1;
         self.last_redelivered = delivery.redelivered;
-        if self.caller_end.is_some() && ends_order_read(read.requeue, delivery) {
+        if self.caller_end.is_some() && ends_order_read(read.give_back.requeue, delivery) {
             self.goal = self.taken;
         }
         self.caller_end.is_none()
@@ -340,7 +341,7 @@ async fn consume(
         }
         windows.close_finished(broker).await?;
     };
-    windows.give_back(broker, read.last_first).await?;
+    windows.give_back(broker, read.give_back.last_first).await?;
     Ok(browsed)
 }
 

@@ -71,16 +71,14 @@ impl Windows {
             Some(last) if self.all.len() >= MAX_CHANNELS => last.channel.clone(),
             _ => broker.channel().await?,
         };
-        // Kept before the consumer starts, so that a failure below still closes it.
+        let consumer = start_consumer(broker, &channel, queue, prefetch_for(size)).await?;
         self.all.push(Window {
             channel,
-            consumer: None,
+            consumer: Some(consumer),
             size,
             received: 0,
             last_tag: 0,
         });
-        let w = self.all.last_mut().expect("just pushed");
-        w.consumer = Some(start_consumer(broker, &w.channel, queue, prefetch_for(size)).await?);
         self.opened += size;
         Ok(())
     }
