@@ -250,6 +250,50 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
 }
 
+/// The next item of a stream if it has one now, without waiting.
+pub(crate) async fn ready_now<S: futures_core::Stream + Unpin>(
+    s: &mut S,
+) -> std::task::Poll<Option<S::Item>> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *s).poll_next(cx)))
+        .await
+}
+
+/// Polls a future once: its output if it is done already. lapin queues a request's frames on the
+/// first poll, so this sends a request without waiting for it to be written.
+pub(crate) async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *f).poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+/// Sends every request now, in order (see [`poll_once`]), then waits for them all: one
+/// hand-over to lapin's I/O thread for the lot instead of one per request. The first error wins.
+pub(crate) async fn all_sent<F>(requests: impl IntoIterator<Item = F>) -> lapin::Result<()>
+where
+    F: std::future::Future<Output = lapin::Result<()>>,
+{
+    let mut pending = Vec::new();
+    let mut failed = None;
+    for request in requests {
+        let mut request = Box::pin(request);
+        match poll_once(&mut request).await {
+            Some(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Some(Ok(())) => {}
+            None => pending.push(request),
+        }
+    }
+    for request in pending {
+        if let Err(e) = request.await {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
 /// A broker refusal in one line, named by what it is; None for the codes that mean the
 /// connection itself went away (320 connection-forced, 5xx frame and internal errors).
 pub(crate) fn refusal(code: u16, text: &str) -> Option<String> {
@@ -380,6 +424,64 @@ fn redact_secrets(text: &str, urls: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request as lapin makes one: its frame is queued on the first poll (noted as its index),
+    /// and it is answered on a later one (noted as 100 + its index).
+    struct Request {
+        index: usize,
+        sent: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+        polls: u8,
+        fails: bool,
+    }
+
+    impl std::future::Future for Request {
+        type Output = lapin::Result<()>;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            self.polls += 1;
+            if self.polls == 1 {
+                let index = self.index;
+                self.sent.lock().unwrap().push(index);
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            let index = self.index;
+            self.sent.lock().unwrap().push(100 + index);
+            std::task::Poll::Ready(match self.fails {
+                true => Err(lapin::ErrorKind::InvalidChannelState(
+                    lapin::ChannelState::Closed,
+                    "test",
+                )
+                .into()),
+                false => Ok(()),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn all_sent_sends_every_request_in_order_before_waiting_for_any() {
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = |fail: Option<usize>| {
+            (0..5).map({
+                let sent = sent.clone();
+                move |index| Request {
+                    index,
+                    sent: sent.clone(),
+                    polls: 0,
+                    fails: fail == Some(index),
+                }
+            })
+        };
+        let in_order = [0, 1, 2, 3, 4, 100, 101, 102, 103, 104];
+        assert!(all_sent(requests(None)).await.is_ok());
+        assert_eq!(*sent.lock().unwrap(), in_order);
+        sent.lock().unwrap().clear();
+        // A failure is reported, and every request was still sent and waited for.
+        assert!(all_sent(requests(Some(2))).await.is_err());
+        assert_eq!(*sent.lock().unwrap(), in_order);
+    }
 
     #[test]
     fn a_size_refusal_names_both_sizes() {

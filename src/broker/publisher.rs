@@ -14,10 +14,12 @@
 
 use crate::broker::watch::Answered;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation};
 
 use super::amqp::short;
 use super::Broker;
@@ -183,10 +185,13 @@ impl<K: Clone> Ledger<K> {
 pub(crate) struct ConfirmedPublisher<'b, K> {
     broker: &'b Broker,
     channel: Channel,
-    confirms: VecDeque<(u64, PublisherConfirm)>,
+    confirms: VecDeque<(u64, Confirming)>,
     ledger: Ledger<K>,
     window: usize,
 }
+
+/// A publish on its way: sent (its frames queued in lapin), then confirmed or not by the broker.
+type Confirming = Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
 
 /// Bodies up to this size are published unchecked: no RabbitMQ version's default
 /// `max_message_size` is lower (4.x: 16 MiB; 3.x: 128 MiB).
@@ -286,23 +291,27 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
         props: BasicProperties,
     ) -> Result<Vec<Settled<K>>> {
         let fingerprint = Fingerprint::of(queue, body, &props);
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                short(queue)?,
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                body,
-                props,
-            )
-            .answered(self.broker)
-            .await
-            .map_err(|e| self.broker.lost(e))?;
+        let channel = self.channel.clone();
+        let routing_key = short(queue)?;
+        let body = body.to_vec();
+        let mut confirming: Confirming = Box::pin(async move {
+            let options = BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            };
+            channel
+                .basic_publish("".into(), routing_key, options, &body, props)
+                .await?
+                .await
+        });
+        // The first poll queues the frames and numbers the publish for its confirm, in call
+        // order; waiting for lapin's I/O thread to have written each one would cost a hand-over
+        // per message. A failure shows when the confirm is awaited.
+        if let Some(done) = super::poll_once(&mut confirming).await {
+            confirming = Box::pin(std::future::ready(done));
+        }
         let seq = self.ledger.published(key, fingerprint);
-        self.confirms.push_back((seq, confirm));
+        self.confirms.push_back((seq, confirming));
         // Wait for half the window at a time: the caller acks a batch with one multiple ack.
         if self.confirms.len() >= self.window {
             while self.confirms.len() > self.window / 2 {

@@ -18,6 +18,9 @@
 //! caller keeps a message within `quorum::MARGIN` of the limit, reads nothing more.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use lapin::message::Delivery;
@@ -145,6 +148,27 @@ struct Segment {
     held: u64,
     /// basic.cancel was sent: what is buffered still arrives, then the stream ends.
     cancelled: bool,
+    /// The consumer's stream has ended (its consumer is gone).
+    ended: bool,
+}
+
+impl Segment {
+    fn new(channel: Channel, consumer: Option<Consumer>) -> Segment {
+        Segment {
+            channel,
+            consumer,
+            unacked: BTreeSet::new(),
+            held: 0,
+            cancelled: false,
+            ended: false,
+        }
+    }
+
+    /// The consumer's stream ended.
+    fn end(&mut self) {
+        self.consumer = None;
+        self.ended = true;
+    }
 }
 
 pub(crate) struct QueueReader<'b> {
@@ -168,7 +192,14 @@ pub(crate) struct QueueReader<'b> {
     dry_since: Option<tokio::time::Instant>,
     /// Give back the last segment first (see [`browse::GiveBack::last_first`]).
     last_first: bool,
+    /// The next segment on its way (see [`QueueReader::rotate`]).
+    opening: Option<Opening<'b>>,
 }
+
+/// The cancel of the last segment's consumer and the start of the next one, as one future the
+/// reader polls while it reads what the last segment has already received. `None` when no next
+/// segment was wanted.
+type Opening<'b> = Pin<Box<dyn Future<Output = Result<Option<Segment>>> + 'b>>;
 
 /// How a reader reads and gives back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -255,6 +286,7 @@ impl<'b> QueueReader<'b> {
             resume: left,
             dry_since: None,
             last_first: mode.last_first,
+            opening: None,
         };
         if depth > 0 {
             reader.open_segment().await?;
@@ -268,6 +300,21 @@ impl<'b> QueueReader<'b> {
     }
 
     async fn open_segment(&mut self) -> Result<()> {
+        let prefetch = self.next_prefetch();
+        let channel = self.broker.channel().await?;
+        let consumer = match self.guard {
+            Some(_) => None,
+            None => {
+                Some(browse::start_consumer(self.broker, &channel, &self.queue, prefetch).await?)
+            }
+        };
+        self.segments.push(Segment::new(channel, consumer));
+        Ok(())
+    }
+
+    /// Sets the budget of the next segment and returns its prefetch (0, unlimited, for the last
+    /// one [`MAX_SEGMENTS`] allows).
+    fn next_prefetch(&mut self) -> u16 {
         let bytes = Budget::for_size(self.largest);
         self.budget = Budget::for_prefetch(segment_prefetch(
             bytes.prefetch,
@@ -275,25 +322,30 @@ impl<'b> QueueReader<'b> {
             self.kept,
             self.depth,
         ));
-        let channel = self.broker.channel().await?;
-        let prefetch = if self.segments.len() + 1 >= MAX_SEGMENTS {
+        if self.segments.len() + 1 >= MAX_SEGMENTS {
             0
         } else {
             self.budget.prefetch
+        }
+    }
+
+    /// Takes in the next segment if it has opened by now; waits for it with `wait`.
+    async fn take_opening(&mut self, wait: bool) -> Result<()> {
+        let Some(opening) = self.opening.as_mut() else {
+            return Ok(());
         };
-        let consumer = match self.guard {
-            Some(_) => None,
-            None => {
-                Some(browse::start_consumer(self.broker, &channel, &self.queue, prefetch).await?)
+        let opened = if wait {
+            opening.await
+        } else {
+            match std::future::poll_fn(|cx| Poll::Ready(opening.as_mut().poll(cx))).await {
+                Poll::Ready(opened) => opened,
+                Poll::Pending => return Ok(()),
             }
         };
-        self.segments.push(Segment {
-            channel,
-            consumer,
-            unacked: BTreeSet::new(),
-            held: 0,
-            cancelled: false,
-        });
+        self.opening = None;
+        if let Some(segment) = opened? {
+            self.segments.push(segment);
+        }
         Ok(())
     }
 
@@ -304,16 +356,25 @@ impl<'b> QueueReader<'b> {
         if self.seen >= self.depth || self.shortfall.is_some() {
             return Ok(None);
         }
+        self.take_opening(false).await?;
         if let Some(limit) = self.guard {
             return self.fetch(limit).await;
         }
+        // Cancel-safe (the command drops this future when Ctrl-C or its timer wins the race):
+        // every await leaves the reader in a state the next call picks up from.
         loop {
+            self.take_opening(false).await?;
             let index = self.reading;
-            let Some(consumer) = self
-                .segments
-                .get_mut(index)
-                .and_then(|s| s.consumer.as_mut())
-            else {
+            let Some(segment) = self.segments.get_mut(index) else {
+                return Ok(None);
+            };
+            if segment.ended {
+                if self.advance(index).await? {
+                    continue;
+                }
+                return Ok(None);
+            }
+            let Some(consumer) = segment.consumer.as_mut() else {
                 return Ok(None);
             };
             match tokio::time::timeout(IDLE, next(consumer)).await {
@@ -324,18 +385,8 @@ impl<'b> QueueReader<'b> {
                 }
                 Ok(Some(Err(e))) => return Err(self.broker.lost(e)),
                 Ok(None) => {
-                    // The stream ends after a cancel: ours (go on with the next segment) or the
-                    // broker's (the queue is gone); or with the connection.
-                    if self.broker.is_lost() {
-                        return Err(self.broker.closed());
-                    }
-                    self.segments[index].consumer = None;
-                    if index + 1 < self.segments.len() {
-                        self.reading += 1;
-                        continue;
-                    }
-                    self.shortfall = Some(Shortfall::Cancelled);
-                    return Ok(None);
+                    self.segments[index].end();
+                    continue;
                 }
                 Err(_idle) => {
                     if self.nothing_left().await? {
@@ -351,6 +402,58 @@ impl<'b> QueueReader<'b> {
                 }
             }
         }
+    }
+
+    /// [`Self::next`], then whatever else the current segment has already received, up to `max`
+    /// in all: the caller decides on them together (one hand-over to the filter's thread for the
+    /// lot). Empty once [`Self::next`] would say `None`.
+    pub(crate) async fn next_batch(&mut self, max: usize) -> Result<Vec<(u64, Delivery, Handle)>> {
+        let mut batch = Vec::new();
+        let Some(first) = self.next().await? else {
+            return Ok(batch);
+        };
+        batch.push(first);
+        // Guarded mode reads one message at a time.
+        while self.guard.is_none() && batch.len() < max && self.seen < self.depth {
+            let index = self.reading;
+            let Some(consumer) = self
+                .segments
+                .get_mut(index)
+                .and_then(|s| s.consumer.as_mut())
+            else {
+                break;
+            };
+            match super::ready_now(consumer).await {
+                Poll::Ready(Some(Ok(d))) => {
+                    let handle = self.took(index, &d, None);
+                    batch.push((self.seen, d, handle));
+                }
+                Poll::Ready(Some(Err(e))) => return Err(self.broker.lost(e)),
+                Poll::Ready(None) => {
+                    // The next call to `next` goes on with the next segment.
+                    self.segments[index].end();
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The consumer of segment `index` has ended: after a cancel, ours (true: go on with the next
+    /// segment, once it has opened) or the broker's (the queue is gone: a shortfall); or with
+    /// the connection (an error).
+    async fn advance(&mut self, index: usize) -> Result<bool> {
+        if self.broker.is_lost() {
+            return Err(self.broker.closed());
+        }
+        self.take_opening(true).await?;
+        if index + 1 < self.segments.len() {
+            self.reading += 1;
+            return Ok(true);
+        }
+        self.shortfall = Some(Shortfall::Cancelled);
+        Ok(false)
     }
 
     /// Guarded mode: one basic.get on the current segment's channel.
@@ -404,9 +507,10 @@ impl<'b> QueueReader<'b> {
     /// After a quiet spell: is anything still ready for us? Deliveries already buffered on a
     /// later segment count, so only a queue with nothing ready ends the read.
     async fn nothing_left(&mut self) -> Result<bool> {
-        let later_open = self.segments[self.reading + 1..]
-            .iter()
-            .any(|s| s.consumer.is_some());
+        let later_open = self.opening.is_some()
+            || self.segments[self.reading + 1..]
+                .iter()
+                .any(|s| s.consumer.is_some());
         if later_open {
             // Nothing is asked of the broker then: make sure the quiet is not a dead connection
             // that lapin has not noticed (a wait that would never end).
@@ -454,30 +558,58 @@ impl<'b> QueueReader<'b> {
         segment.held += 1;
         let full = segment.held >= self.budget.hold && !segment.cancelled;
         if full && h.segment + 1 == self.segments.len() && self.segments.len() < MAX_SEGMENTS {
-            self.rotate().await?;
+            self.rotate();
         }
         Ok(())
     }
 
     /// Stops the current consumer (what it already has buffered still arrives, and is read
-    /// first) and starts the next segment on a fresh channel.
-    async fn rotate(&mut self) -> Result<()> {
+    /// first) and starts the next segment on a fresh channel. Both happen while the reader goes
+    /// on with what was buffered: the new channel opens (and gets its prefetch) beside the
+    /// cancel, and its consumer starts once the cancel is answered, so that the two consumers
+    /// never receive at once and deliveries stay in queue order.
+    fn rotate(&mut self) {
         let last = self.segments.len() - 1;
         let segment = &mut self.segments[last];
-        if let Some(consumer) = segment.consumer.as_ref() {
-            let cancel = segment
-                .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default());
-            self.broker
-                .answer(cancel)
-                .await
-                .map_err(|e| self.broker.lost(e))?;
-            segment.cancelled = true;
-        }
-        if self.seen < self.depth {
-            self.open_segment().await?;
-        }
-        Ok(())
+        segment.cancelled = true;
+        let cancel = segment
+            .consumer
+            .as_ref()
+            .map(|c| (segment.channel.clone(), c.tag()));
+        let prefetch = (self.seen < self.depth).then(|| self.next_prefetch());
+        let consumes = self.guard.is_none();
+        let broker = self.broker;
+        let queue = self.queue.clone();
+        self.opening = Some(Box::pin(async move {
+            let cancelled = async {
+                let Some((channel, tag)) = cancel else {
+                    return Ok(());
+                };
+                let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+                broker.answer(cancel).await.map_err(|e| broker.lost(e))
+            };
+            let opened = async {
+                let Some(prefetch) = prefetch else {
+                    return Ok(None);
+                };
+                let channel = broker.channel().await?;
+                if consumes {
+                    browse::set_prefetch(broker, &channel, prefetch).await?;
+                }
+                Ok(Some(channel))
+            };
+            let (cancelled, opened) = tokio::join!(cancelled, opened);
+            cancelled?;
+            let Some(channel) = opened? else {
+                return Ok(None);
+            };
+            // Guarded mode fetches one message at a time on the channel.
+            let consumer = match consumes {
+                true => Some(browse::start_consuming(broker, &channel, &queue).await?),
+                false => None,
+            };
+            Ok(Some(Segment::new(channel, consumer)))
+        }));
     }
 
     /// Removes these messages (each made safe by the caller): per segment, one multiple ack when
@@ -506,14 +638,15 @@ impl<'b> QueueReader<'b> {
                 let rest = segment.unacked.split_off(&(highest + 1));
                 segment.unacked = rest;
             } else {
+                let channel = &segment.channel;
+                let acks = tags
+                    .iter()
+                    .map(|tag| channel.basic_ack(*tag, BasicAckOptions { multiple: false }));
+                self.broker
+                    .answer(super::all_sent(acks))
+                    .await
+                    .map_err(|e| self.broker.lost(e))?;
                 for tag in tags {
-                    let ack = segment
-                        .channel
-                        .basic_ack(tag, BasicAckOptions { multiple: false });
-                    self.broker
-                        .answer(ack)
-                        .await
-                        .map_err(|e| self.broker.lost(e))?;
                     segment.unacked.remove(&tag);
                 }
             }
@@ -528,6 +661,8 @@ impl<'b> QueueReader<'b> {
     /// is in flight. `Some` when the broker was still putting messages back after the longest
     /// wait (the caller says so).
     pub(crate) async fn finish(mut self) -> Result<Option<StillReturning>> {
+        // A next segment that failed to open does not stop the others from being given back.
+        let opened = self.take_opening(true).await;
         for segment in &mut self.segments {
             if let Some(mut consumer) = segment.consumer.take() {
                 let buffered = browse::cancel_collect(
@@ -560,6 +695,7 @@ impl<'b> QueueReader<'b> {
             let last = segment.unacked.last().copied().unwrap_or(0);
             browse::give_back(self.broker, &segment.channel, last).await?;
         }
+        opened?;
         // The broker requeues in batches: wait until the count is back, so that a command run
         // right after this one sees every message that stayed.
         let Some(ready) = ready else {

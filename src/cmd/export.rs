@@ -225,44 +225,54 @@ async fn export(
     let _armed = crate::interrupt::arm();
     let ctrl_c = crate::interrupt::interrupted();
     tokio::pin!(ctrl_c);
-    while limit.is_none_or(|l| report.exported < l) {
-        let next = tokio::select! {
+    'read: while limit.is_none_or(|l| report.exported < l) {
+        let size = crate::cmd::batch_size(limit, report.exported);
+        let batch = tokio::select! {
             biased;
             _ = &mut ctrl_c => {
                 report.interrupted = true;
                 break;
             }
-            n = reader.next() => n?,
+            n = reader.next_batch(size) => n?,
         };
-        let Some((pos, d, handle)) = next else {
+        if batch.is_empty() {
             report.problem = reader.shortfall_problem();
             break;
+        }
+        let messages: Vec<Message> = batch
+            .iter()
+            .map(|(pos, d, _)| Message::from_delivery(&queue, *pos, d))
+            .collect();
+        let verdicts = match filter {
+            None => vec![Ok(true); messages.len()],
+            Some(f) => f.matches_all(&messages),
         };
-        let message = Message::from_delivery(&queue, pos, &d);
-        let matched = match filter {
-            None => true,
-            Some(f) => f.matches(&message).unwrap_or_else(|_| {
+        for (((_, _, handle), message), verdict) in batch.into_iter().zip(messages).zip(verdicts) {
+            if limit.is_some_and(|l| report.exported >= l) {
+                break 'read;
+            }
+            let matched = verdict.unwrap_or_else(|_| {
                 report.filter_errors += 1;
                 false
-            }),
-        };
-        bar.inc(u64::from(matched || limit.is_none()));
-        if !matched {
-            report.kept += 1;
-            reader.keep(handle).await?;
-            continue;
-        }
-        crate::json::to_writer(&mut out, &message)
-            .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
-        out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
-        report.exported += 1;
-        if remove {
-            pending.push(handle);
-        } else {
-            reader.keep(handle).await?;
-        }
-        if pending.len() >= BATCH.min(reader.budget().in_flight) {
-            commit(&mut out, path, &mut pending, reader, report).await?;
+            });
+            bar.inc(u64::from(matched || limit.is_none()));
+            if !matched {
+                report.kept += 1;
+                reader.keep(handle).await?;
+                continue;
+            }
+            crate::json::to_writer(&mut out, &message)
+                .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
+            out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
+            report.exported += 1;
+            if remove {
+                pending.push(handle);
+            } else {
+                reader.keep(handle).await?;
+            }
+            if pending.len() >= BATCH.min(reader.budget().in_flight) {
+                commit(&mut out, path, &mut pending, reader, report).await?;
+            }
         }
     }
     commit(&mut out, path, &mut pending, reader, report).await

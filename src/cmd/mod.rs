@@ -78,9 +78,32 @@ fn expression_text<'a>(expr: &'a str, flag: &str) -> Result<std::borrow::Cow<'a,
     })
 }
 
+/// At most this many deliveries are decided together (one hand-over to the filter's thread).
+pub(crate) const READ_BATCH: usize = 256;
+
+/// The largest batch that cannot take a message past `--limit`: a batch is only cut short by
+/// the limit at its last delivery, so none is taken and not looked at.
+pub(crate) fn batch_size(limit: Option<u64>, matched: u64) -> usize {
+    limit.map_or(READ_BATCH, |l| {
+        usize::try_from(l.saturating_sub(matched))
+            .map_or(READ_BATCH, |left| left.clamp(1, READ_BATCH))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_batch_never_takes_a_message_past_the_limit() {
+        assert_eq!(batch_size(None, 0), READ_BATCH);
+        assert_eq!(batch_size(None, 1_000_000), READ_BATCH);
+        assert_eq!(batch_size(Some(10), 3), 7);
+        assert_eq!(batch_size(Some(10_000), 3), READ_BATCH);
+        // The caller stops at the limit; a batch is never empty.
+        assert_eq!(batch_size(Some(10), 10), 1);
+        assert_eq!(batch_size(Some(u64::MAX), 0), READ_BATCH);
+    }
 
     #[test]
     fn at_file_reads_the_expression_and_a_jq_format_stays_an_expression() {

@@ -44,9 +44,10 @@ struct Evaluator {
     overruns: usize,
 }
 
-/// One message to evaluate, as compact JSON (the worker reads it straight into a jaq value,
-/// with no `serde_json::Value` in between), and what is wanted of it.
-type Job = (Vec<u8>, Want);
+/// Messages to evaluate in order from an index on, each as compact JSON (the worker reads it
+/// straight into a jaq value, with no `serde_json::Value` in between), and what is wanted of
+/// them. The worker sends one answer per message.
+type Job = (Arc<Vec<Vec<u8>>>, usize, Want);
 type Answer = Result<Verdict, String>;
 
 /// What a job asks for.
@@ -86,10 +87,12 @@ impl Worker {
             .name("jq".into())
             .stack_size(crate::STACK_SIZE)
             .spawn(move || {
-                for (message, want) in job_rx {
-                    let answer = evaluate_on(&program, then.as_deref(), &message, want);
-                    if answer_tx.send(answer).is_err() {
-                        return;
+                for (messages, from, want) in job_rx {
+                    for message in &messages[from..] {
+                        let answer = evaluate_on(&program, then.as_deref(), message, want);
+                        if answer_tx.send(answer).is_err() {
+                            return;
+                        }
                     }
                 }
             })
@@ -228,42 +231,116 @@ impl Filter {
         self.evaluate(msg, Want::TruthThenValue)
     }
 
+    /// Whether each message matches, in order: [`Filter::matches`] for a batch, handed to the
+    /// worker thread at once (one hand-over instead of one per message; each message keeps its
+    /// own budget).
+    pub(crate) fn matches_all<M: Serialize>(&self, msgs: &[M]) -> Vec<Result<bool, String>> {
+        self.evaluate_all(msgs, Want::Truth)
+            .into_iter()
+            .map(|a| a.map(|v| v.matched))
+            .collect()
+    }
+
     /// Runs the expression on one message on the worker thread, waiting at most the budget.
     fn evaluate(&self, msg: &impl Serialize, want: Want) -> Answer {
-        let msg = serde_json::to_vec(msg).map_err(|e| format!("cannot read the message: {e}"))?;
+        self.evaluate_all(std::slice::from_ref(msg), want)
+            .pop()
+            .unwrap_or_else(|| Err("the filter's thread stopped".into()))
+    }
+
+    /// Runs the expression on each message, in order, on the worker thread: the batch is handed
+    /// over at once and each answer waited for at most the budget. A message that runs past it
+    /// abandons that worker; the rest of the batch goes to a new one.
+    fn evaluate_all<M: Serialize>(&self, msgs: &[M], want: Want) -> Vec<Answer> {
+        let mut answers: Vec<Answer> = Vec::with_capacity(msgs.len());
+        let mut jobs = Vec::with_capacity(msgs.len());
+        // Which messages go to the worker: one that cannot be written as JSON is answered here.
+        let mut sent = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match serde_json::to_vec(msg) {
+                Ok(bytes) => {
+                    jobs.push(bytes);
+                    sent.push(true);
+                }
+                Err(e) => {
+                    sent.push(false);
+                    answers.push(Err(format!("cannot read the message: {e}")));
+                }
+            }
+        }
+        let mut results = self.run_jobs(jobs, want).into_iter();
+        let mut unsent = answers.into_iter();
+        sent.into_iter()
+            .map(|s| {
+                let next = if s { results.next() } else { unsent.next() };
+                next.unwrap_or_else(|| Err("the filter's thread stopped".into()))
+            })
+            .collect()
+    }
+
+    /// The answers to `jobs`, in order (see [`Filter::evaluate_all`]).
+    fn run_jobs(&self, jobs: Vec<Vec<u8>>, want: Want) -> Vec<Answer> {
+        let count = jobs.len();
+        let jobs = Arc::new(jobs);
+        let mut answers = Vec::with_capacity(count);
         let mut ev = self
             .evaluator
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if ev.overruns >= MAX_OVERRUNS {
-            return Err(format!(
-                "not run: the filter already ran past its budget of {} on {} messages",
-                humantime::format_duration(self.budget),
-                ev.overruns
-            ));
-        }
-        let worker = match ev.worker.take() {
-            Some(w) => w,
-            None => Worker::start(self.program.clone(), self.then.clone())?,
-        };
-        if worker.jobs.send((msg, want)).is_err() {
-            return Err("the filter's thread stopped".into());
-        }
-        match worker.answers.recv_timeout(self.budget) {
-            Ok(answer) => {
+        while answers.len() < count {
+            let left = count - answers.len();
+            if ev.overruns >= MAX_OVERRUNS {
+                let why = format!(
+                    "not run: the filter already ran past its budget of {} on {} messages",
+                    humantime::format_duration(self.budget),
+                    ev.overruns
+                );
+                answers.extend(std::iter::repeat_n(Err(why), left));
+                break;
+            }
+            let worker = match ev.worker.take() {
+                Some(w) => w,
+                None => match Worker::start(self.program.clone(), self.then.clone()) {
+                    Ok(w) => w,
+                    Err(why) => {
+                        answers.extend(std::iter::repeat_n(Err(why), left));
+                        break;
+                    }
+                },
+            };
+            let stopped = || Err("the filter's thread stopped".to_string());
+            if worker
+                .jobs
+                .send((jobs.clone(), answers.len(), want))
+                .is_err()
+            {
+                answers.extend(std::iter::repeat_with(stopped).take(left));
+                break;
+            }
+            let mut healthy = true;
+            while healthy && answers.len() < count {
+                answers.push(match worker.answers.recv_timeout(self.budget) {
+                    Ok(answer) => answer,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // The worker is left to spin; the rest of the batch goes to a new one.
+                        ev.overruns += 1;
+                        healthy = false;
+                        Err(format!(
+                            "ran past its budget of {} on this message",
+                            humantime::format_duration(self.budget)
+                        ))
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        healthy = false;
+                        stopped()
+                    }
+                });
+            }
+            if healthy {
                 ev.worker = Some(worker);
-                answer
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // The worker is left to spin; the next message gets a new one.
-                ev.overruns += 1;
-                Err(format!(
-                    "ran past its budget of {} on this message",
-                    humantime::format_duration(self.budget)
-                ))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err("the filter's thread stopped".into()),
         }
+        answers
     }
 }
 

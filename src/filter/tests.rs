@@ -27,6 +27,35 @@ fn a_message_past_the_budget_is_an_error_and_the_expression_stops_being_run() {
 }
 
 #[test]
+fn a_batch_gets_one_answer_per_message_in_order_even_past_an_overrun() {
+    let budget = Duration::from_millis(200);
+    let f = Filter::compile("if .n == 1 then (def f: f; f) else .n > 2 end")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_budget(budget);
+    let msgs: Vec<_> = [3, 0, 1, 4, 2, 5]
+        .iter()
+        .map(|n| serde_json::json!({ "n": n }))
+        .collect();
+    let answers = f.matches_all(&msgs);
+    assert_eq!(answers.len(), msgs.len());
+    assert_eq!(answers[..2], [Ok(true), Ok(false)]);
+    let e = answers[2].clone().unwrap_err();
+    assert!(e.contains("ran past its budget of 200ms"), "{e}");
+    // The rest of the batch went to a new worker, each message answered for itself.
+    assert_eq!(answers[3..], [Ok(true), Ok(false), Ok(true)]);
+    // Past the overrun limit, a whole batch is answered at once, each with the reason.
+    assert!(f.matches(&msgs[2]).is_err());
+    let started = std::time::Instant::now();
+    let answers = f.matches_all(&msgs);
+    assert_eq!(answers.len(), msgs.len());
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().is_err_and(|e| e.starts_with("not run"))));
+    assert!(started.elapsed() < budget);
+    assert!(f.matches_all::<serde_json::Value>(&[]).is_empty());
+}
+
+#[test]
 fn deep_or_long_expressions_are_refused_before_jaq_sees_them() {
     let deep = format!("{}1{}", "[".repeat(4000), "]".repeat(4000));
     assert!(matches!(

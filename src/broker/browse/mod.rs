@@ -128,11 +128,25 @@ pub(crate) async fn start_consumer(
     queue: &str,
     prefetch: u16,
 ) -> Result<Consumer> {
+    set_prefetch(broker, channel, prefetch).await?;
+    start_consuming(broker, channel, queue).await
+}
+
+/// basic.qos for the consumers started on `channel` from now on.
+pub(crate) async fn set_prefetch(broker: &Broker, channel: &Channel, prefetch: u16) -> Result<()> {
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .answered(broker)
         .await
-        .map_err(|e| broker.lost(e))?;
+        .map_err(|e| broker.lost(e))
+}
+
+/// A consumer on `queue` with the channel's prefetch; a missing queue is named.
+pub(crate) async fn start_consuming(
+    broker: &Broker,
+    channel: &Channel,
+    queue: &str,
+) -> Result<Consumer> {
     channel
         .basic_consume(
             short(queue)?,

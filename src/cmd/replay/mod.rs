@@ -17,6 +17,7 @@ use crate::settings::Settings;
 use crate::ui;
 
 mod plan;
+use super::batch_size;
 use plan::{count_change, preview_row, selected, stays, Origins, Plan};
 
 /// How long a replay goes on trying the --url list after losing its connection (contract
@@ -258,32 +259,38 @@ async fn survey(
     // Every message the survey reads is given back.
     let mut reader = QueueReader::open(ctx.broker, ctx.queue, ctx.mode).await?;
     let mut matched = 0u64;
-    while limit.is_none_or(|l| matched < l) {
-        let Some((pos, d, handle)) = reader.next().await? else {
+    'read: while limit.is_none_or(|l| matched < l) {
+        let batch = reader.next_batch(batch_size(limit, matched)).await?;
+        if batch.is_empty() {
             break;
-        };
-        reader.keep(handle).await?;
-        let (matches, message) = selected(filter, ctx.queue, pos, &d, &mut report.filter_errors);
-        if !matches {
-            report.counts.kept += 1;
-            continue;
         }
-        matched += 1;
-        match ctx.copy(pos, &d, message).await? {
-            Ok(copy) => {
-                report.counts.replayed += 1;
-                count_change(report, &copy);
-                if report.preview.len() < PREVIEW_ROWS {
-                    report.preview.push(preview_row(
-                        pos,
-                        &d,
-                        Some(copy.queue.clone()),
-                        None,
-                        copy.change.as_ref(),
-                    ));
-                }
+        let verdicts = selected(filter, ctx.queue, &batch, &mut report.filter_errors);
+        for ((pos, d, handle), (matches, message)) in batch.into_iter().zip(verdicts) {
+            if limit.is_some_and(|l| matched >= l) {
+                break 'read;
             }
-            Err(why) => stays(report, pos, &d, why),
+            reader.keep(handle).await?;
+            if !matches {
+                report.counts.kept += 1;
+                continue;
+            }
+            matched += 1;
+            match ctx.copy(pos, &d, message).await? {
+                Ok(copy) => {
+                    report.counts.replayed += 1;
+                    count_change(report, &copy);
+                    if report.preview.len() < PREVIEW_ROWS {
+                        report.preview.push(preview_row(
+                            pos,
+                            &d,
+                            Some(copy.queue.clone()),
+                            None,
+                            copy.change.as_ref(),
+                        ));
+                    }
+                }
+                Err(why) => stays(report, pos, &d, why),
+            }
         }
     }
     note_shortfall(&reader, report);
@@ -340,50 +347,59 @@ async fn move_messages(
     tokio::pin!(ctrl_c);
     let mut published: u64 = 0;
     let mut matched: u64 = 0;
-    while report.problem.is_none() && limit.is_none_or(|l| matched < l) {
+    'read: while report.problem.is_none() && limit.is_none_or(|l| matched < l) {
         publisher.set_window(reader.budget().in_flight);
         let quiet = publisher.in_flight() > 0;
-        let next = tokio::select! {
+        let batch = tokio::select! {
             biased;
             _ = &mut ctrl_c => {
                 report.interrupted = true;
                 break;
             }
-            n = reader.next() => n?,
+            n = reader.next_batch(batch_size(limit, matched)) => n?,
             _ = tokio::time::sleep(QUIET), if quiet => {
                 let settled = publisher.flush().await?;
                 apply_settled(settled, &mut reader, report).await?;
                 continue;
             }
         };
-        let Some((pos, d, handle)) = next else { break };
-        let (matches, message) = selected(filter, queue, pos, &d, &mut report.filter_errors);
-        if !matches {
-            bar.inc(u64::from(limit.is_none()));
-            report.counts.kept += 1;
-            reader.keep(handle).await?;
-            continue;
+        if batch.is_empty() {
+            break;
         }
-        bar.inc(1);
-        matched += 1;
-        let copy = match ctx.copy(pos, &d, message).await? {
-            Ok(copy) => copy,
-            Err(why) => {
-                stays(report, pos, &d, why);
+        let verdicts = selected(filter, queue, &batch, &mut report.filter_errors);
+        for ((pos, d, handle), (matches, message)) in batch.into_iter().zip(verdicts) {
+            // A problem stops the run: the rest of the batch was never looked at, and goes
+            // back with everything else unacked.
+            if report.problem.is_some() {
+                break 'read;
+            }
+            if !matches {
+                bar.inc(u64::from(limit.is_none()));
+                report.counts.kept += 1;
                 reader.keep(handle).await?;
                 continue;
             }
-        };
-        count_change(report, &copy);
-        if let Some(p) = pace {
-            tokio::time::sleep_until(started + p * published as u32).await;
+            bar.inc(1);
+            matched += 1;
+            let copy = match ctx.copy(pos, &d, message).await? {
+                Ok(copy) => copy,
+                Err(why) => {
+                    stays(report, pos, &d, why);
+                    reader.keep(handle).await?;
+                    continue;
+                }
+            };
+            count_change(report, &copy);
+            if let Some(p) = pace {
+                tokio::time::sleep_until(started + p * published as u32).await;
+            }
+            let body = copy.body.as_deref().unwrap_or(&d.data);
+            let settled = publisher
+                .publish(handle, &copy.queue, body, copy.properties)
+                .await?;
+            published += 1;
+            apply_settled(settled, &mut reader, report).await?;
         }
-        let body = copy.body.as_deref().unwrap_or(&d.data);
-        let settled = publisher
-            .publish(handle, &copy.queue, body, copy.properties)
-            .await?;
-        published += 1;
-        apply_settled(settled, &mut reader, report).await?;
     }
     let settled = publisher.flush().await?;
     apply_settled(settled, &mut reader, report).await?;

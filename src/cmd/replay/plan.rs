@@ -31,26 +31,34 @@ impl Origins {
     }
 }
 
-/// The filter's verdict; a run-time error is no match, counted. With a filter, the message
-/// it looked at comes back too, for the transform and the routing to use.
+/// The filter's verdict on each delivery of a batch, in order; a run-time error is no match,
+/// counted. With a filter, the message it looked at comes back too, for the transform and the
+/// routing to use.
 pub(super) fn selected(
     filter: Option<&Filter>,
     queue: &str,
-    position: u64,
-    d: &Delivery,
+    batch: &[(u64, Delivery, Handle)],
     errors: &mut u64,
-) -> (bool, Option<Message>) {
+) -> Vec<(bool, Option<Message>)> {
     let Some(f) = filter else {
-        return (true, None);
+        return batch.iter().map(|_| (true, None)).collect();
     };
-    let message = Message::from_delivery(queue, position, d);
-    match f.matches(&message) {
-        Ok(m) => (m, Some(message)),
-        Err(_) => {
-            *errors += 1;
-            (false, None)
-        }
-    }
+    let messages: Vec<Message> = batch
+        .iter()
+        .map(|(position, d, _)| Message::from_delivery(queue, *position, d))
+        .collect();
+    let verdicts = f.matches_all(&messages);
+    messages
+        .into_iter()
+        .zip(verdicts)
+        .map(|(message, verdict)| match verdict {
+            Ok(m) => (m, Some(message)),
+            Err(_) => {
+                *errors += 1;
+                (false, None)
+            }
+        })
+        .collect()
 }
 
 /// What a replay needs to decide each message's copy.
