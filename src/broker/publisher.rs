@@ -299,10 +299,12 @@ impl<'b, K: Clone> ConfirmedPublisher<'b, K> {
                 mandatory: true,
                 immediate: false,
             };
-            channel
+            let sent = channel
                 .basic_publish("".into(), routing_key, options, &body, props)
-                .await?
-                .await
+                .await;
+            // Written: the copy of the body goes now, not when the confirm comes.
+            drop(body);
+            sent?.await
         });
         // The first poll queues the frames and numbers the publish for its confirm, in call
         // order; waiting for lapin's I/O thread to have written each one would cost a hand-over
