@@ -667,6 +667,65 @@ async fn list_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_message() {
     let _ = conn.close(200, "ok".into()).await;
 }
 
+/// The reader of `replay` and `export` starts small until it has seen a message's size: it once
+/// started every read with a prefetch of 4,096, so the broker pushed a whole queue of big
+/// messages ahead (replay: 440 MiB over 20,000 of 100 KiB).
+#[tokio::test]
+async fn filtered_replay_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_message() {
+    let scope = Scope::new("rss-replay");
+    let src = scope.name("src");
+    let dst = scope.name("dst");
+    let conn = connect().await;
+    declare_queue(&conn, &src, FieldTable::default()).await;
+    declare_queue(&conn, &dst, FieldTable::default()).await;
+    let body = vec![b'y'; 1 << 20];
+    publish_many(
+        &conn,
+        &src,
+        (0..600u64).map(|i| {
+            (
+                body.clone(),
+                BasicProperties::default().with_message_id(format!("m-{i}").into()),
+            )
+        }),
+    )
+    .await;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import resource,subprocess,sys\n\
+             r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE)\n\
+             print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.stderr.write(r.stderr.decode())",
+            env!("CARGO_BIN_EXE_dlq"),
+            "--url",
+            AMQP_URL,
+            "--yes",
+            "replay",
+            "--queue",
+            &src,
+            "--to",
+            &dst,
+            "--filter",
+            ".position % 2 == 0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let code: i32 = parts.next().unwrap().parse().unwrap();
+    let kib: u64 = parts.next().unwrap().parse().unwrap();
+    assert_eq!(code, 0, "{}", stderr(&out));
+    assert!(
+        kib < 65 * 1024,
+        "peak RSS {} MiB over 600 messages of 1 MiB",
+        kib / 1024
+    );
+    assert_eq!(wait_settled(&dst).await, 300, "every match moved");
+    assert_eq!(wait_settled(&src).await, 300, "the rest kept");
+    let _ = conn.close(200, "ok".into()).await;
+}
+
 /// `list` reads a big queue in windows, one consumer each. Two consumers with credit at the same
 /// time would share the deliveries every other tag, and giving those back took one nack per
 /// message: 30-100 s for 20,000 persistent messages, so a command started after it saw part of

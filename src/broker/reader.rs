@@ -45,6 +45,13 @@ const MAX_SEGMENTS: usize = 1_500;
 /// holding `h` kept messages with `m` matches among them costs about `m * h / 2`.
 const SCAN_BUDGET: f64 = 65_536.0;
 
+/// A batch of [`QueueReader::next_batch`] stops taking deliveries once its bodies reach this.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The first segment's prefetch, before any message size is known: it is replaced as soon as the
+/// first message shows the size (see [`QueueReader::resize`]).
+const FIRST_PREFETCH: u16 = 8;
+
 /// The smallest prefetch [`segment_prefetch`] gives: below this, a new channel per segment costs
 /// more than the walks it saves.
 const MIN_PREFETCH: u64 = 64;
@@ -65,6 +72,13 @@ pub(crate) fn segment_prefetch(max: u16, seen: u64, kept: u64, depth: u64) -> u1
     // A segment holds between half its prefetch and all of it.
     let floor = (2 * depth).div_ceil(MAX_SEGMENTS as u64).max(MIN_PREFETCH);
     walks.clamp(floor.min(u64::from(max)), u64::from(max)) as u16
+}
+
+/// Whether a segment with prefetch `have` (0: unlimited) should make way for a new one, when
+/// the sizes seen so far fit `fits` deliveries in the budget in bytes (pure): the first segment
+/// as soon as it is smaller than that, any segment once it is more than twice that.
+pub(crate) fn resize_needed(have: u16, fits: u16, first: bool) -> bool {
+    (first && have < fits) || have == 0 || u32::from(have) > 2 * u32::from(fits)
 }
 
 /// The per-segment sizes, derived from the largest message seen so far (pure).
@@ -150,13 +164,16 @@ struct Segment {
     cancelled: bool,
     /// The consumer's stream has ended (its consumer is gone).
     ended: bool,
+    /// The consumer's basic.qos prefetch (0: unlimited).
+    prefetch: u16,
 }
 
 impl Segment {
-    fn new(channel: Channel, consumer: Option<Consumer>) -> Segment {
+    fn new(channel: Channel, consumer: Option<Consumer>, prefetch: u16) -> Segment {
         Segment {
             channel,
             consumer,
+            prefetch,
             unacked: BTreeSet::new(),
             held: 0,
             cancelled: false,
@@ -308,14 +325,20 @@ impl<'b> QueueReader<'b> {
                 Some(browse::start_consumer(self.broker, &channel, &self.queue, prefetch).await?)
             }
         };
-        self.segments.push(Segment::new(channel, consumer));
+        self.segments
+            .push(Segment::new(channel, consumer, prefetch));
         Ok(())
     }
 
     /// Sets the budget of the next segment and returns its prefetch (0, unlimited, for the last
     /// one [`MAX_SEGMENTS`] allows).
     fn next_prefetch(&mut self) -> u16 {
-        let bytes = Budget::for_size(self.largest);
+        let bytes = match self.largest {
+            // Nothing seen yet: a small first segment, in case messages are big (the broker
+            // pushes a whole prefetch ahead, and lapin buffers it).
+            0 => Budget::for_prefetch(FIRST_PREFETCH),
+            largest => Budget::for_size(largest),
+        };
         self.budget = Budget::for_prefetch(segment_prefetch(
             bytes.prefetch,
             self.seen,
@@ -405,16 +428,22 @@ impl<'b> QueueReader<'b> {
     }
 
     /// [`Self::next`], then whatever else the current segment has already received, up to `max`
-    /// in all: the caller decides on them together (one hand-over to the filter's thread for the
+    /// in all and about [`BATCH_BYTES`] of bodies (a batch is held whole, and built into messages
+    /// and JSON for the filter at once): the caller decides on them together (one hand-over to the filter's thread for the
     /// lot). Empty once [`Self::next`] would say `None`.
     pub(crate) async fn next_batch(&mut self, max: usize) -> Result<Vec<(u64, Delivery, Handle)>> {
         let mut batch = Vec::new();
         let Some(first) = self.next().await? else {
             return Ok(batch);
         };
+        let mut bytes = first.1.data.len();
         batch.push(first);
         // Guarded mode reads one message at a time.
-        while self.guard.is_none() && batch.len() < max && self.seen < self.depth {
+        while self.guard.is_none()
+            && batch.len() < max
+            && bytes < BATCH_BYTES
+            && self.seen < self.depth
+        {
             let index = self.reading;
             let Some(consumer) = self
                 .segments
@@ -425,6 +454,7 @@ impl<'b> QueueReader<'b> {
             };
             match super::ready_now(consumer).await {
                 Poll::Ready(Some(Ok(d))) => {
+                    bytes += d.data.len();
                     let handle = self.took(index, &d, None);
                     batch.push((self.seen, d, handle));
                 }
@@ -485,10 +515,34 @@ impl<'b> QueueReader<'b> {
         self.segments[index].unacked.insert(d.delivery_tag);
         self.seen += 1;
         self.largest = self.largest.max(d.data.len());
+        self.resize(index);
         Handle {
             segment: index,
             tag: d.delivery_tag,
             near_limit,
+        }
+    }
+
+    /// Starts a new segment when the one being read has the wrong prefetch for the sizes seen:
+    /// the first (small until a size is known) once a message shows the size, and any whose
+    /// prefetch lets the broker push more than twice the budget in bytes ahead (bigger messages
+    /// than before).
+    fn resize(&mut self, index: usize) {
+        let last = self.segments.len() - 1;
+        let segment = &self.segments[last];
+        if index != last
+            || segment.cancelled
+            || self.opening.is_some()
+            || self.guard.is_some()
+            || self.segments.len() >= MAX_SEGMENTS
+            || self.seen >= self.depth
+        {
+            return;
+        }
+        let fits = Budget::for_size(self.largest).prefetch;
+        let (have, first) = (segment.prefetch, self.segments.len() == 1);
+        if resize_needed(have, fits, first) {
+            self.rotate();
         }
     }
 
@@ -608,7 +662,7 @@ impl<'b> QueueReader<'b> {
                 true => Some(browse::start_consuming(broker, &channel, &queue).await?),
                 false => None,
             };
-            Ok(Some(Segment::new(channel, consumer)))
+            Ok(Some(Segment::new(channel, consumer, prefetch.unwrap_or(0))))
         }));
     }
 
@@ -765,6 +819,27 @@ mod tests {
             MIN_PREFETCH as u16
         );
         assert_eq!(segment_prefetch(8, 10_000, 10, 1_000), 8);
+    }
+
+    #[test]
+    fn the_first_segment_grows_once_a_size_is_known_and_any_shrinks_for_bigger_messages() {
+        let small = Budget::for_size(1024).prefetch;
+        let big = Budget::for_size(100 << 10).prefetch;
+        // The small first segment gives way once the first message shows small sizes...
+        assert!(resize_needed(FIRST_PREFETCH, small, true));
+        // ...but not for big ones, and a later segment never grows (a small prefetch there is
+        // chosen for the share moved).
+        assert!(!resize_needed(
+            FIRST_PREFETCH,
+            Budget::for_size(2 << 20).prefetch,
+            true
+        ));
+        assert!(!resize_needed(360, small, false));
+        // A segment sized for 1 KiB that meets a 100 KiB message gives way.
+        assert!(resize_needed(small, big, false));
+        assert!(!resize_needed(big, big, false));
+        assert!(!resize_needed(2 * big, big, false));
+        assert!(resize_needed(0, big, false));
     }
 
     #[test]
