@@ -616,6 +616,30 @@ async fn export_cuts_a_torn_last_line_before_appending() {
     let _ = conn.close(200, "ok".into()).await;
 }
 
+/// Runs dlq against the test broker with `args`: its output, exit code and peak RSS in KiB, as
+/// measured by the kernel (ru_maxrss of waited children).
+fn peak_rss(args: &[&str]) -> (std::process::Output, i32, u64) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import resource,subprocess,sys\n\
+             r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE)\n\
+             print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.stderr.write(r.stderr.decode())",
+            env!("CARGO_BIN_EXE_dlq"),
+            "--url",
+            AMQP_URL,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = text.split_whitespace();
+    let code: i32 = parts.next().unwrap().parse().unwrap();
+    let kib: u64 = parts.next().unwrap().parse().unwrap();
+    (out, code, kib)
+}
+
 #[tokio::test]
 async fn list_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_message() {
     let scope = Scope::new("rss");
@@ -634,29 +658,7 @@ async fn list_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_message() {
         }),
     )
     .await;
-    // The peak RSS of the child, measured by the kernel (ru_maxrss of waited children, KiB).
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import resource,subprocess,sys\n\
-             r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE)\n\
-             print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
-             sys.stderr.write(r.stderr.decode())",
-            env!("CARGO_BIN_EXE_dlq"),
-            "--url",
-            AMQP_URL,
-            "list",
-            "--queue",
-            &src,
-            "-o",
-            "jsonl",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let code: i32 = parts.next().unwrap().parse().unwrap();
-    let kib: u64 = parts.next().unwrap().parse().unwrap();
+    let (out, code, kib) = peak_rss(&["list", "--queue", &src, "-o", "jsonl"]);
     assert_eq!(code, 0, "{}", stderr(&out));
     assert!(
         kib < 65 * 1024,
@@ -690,31 +692,16 @@ async fn filtered_replay_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_me
         }),
     )
     .await;
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import resource,subprocess,sys\n\
-             r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE)\n\
-             print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
-             sys.stderr.write(r.stderr.decode())",
-            env!("CARGO_BIN_EXE_dlq"),
-            "--url",
-            AMQP_URL,
-            "--yes",
-            "replay",
-            "--queue",
-            &src,
-            "--to",
-            &dst,
-            "--filter",
-            ".position % 2 == 0",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let code: i32 = parts.next().unwrap().parse().unwrap();
-    let kib: u64 = parts.next().unwrap().parse().unwrap();
+    let (out, code, kib) = peak_rss(&[
+        "--yes",
+        "replay",
+        "--queue",
+        &src,
+        "--to",
+        &dst,
+        "--filter",
+        ".position % 2 == 0",
+    ]);
     assert_eq!(code, 0, "{}", stderr(&out));
     assert!(
         kib < 65 * 1024,
