@@ -4,6 +4,9 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
 
 use super::source::resolve;
 use crate::broker::reader::{Handle, QueueReader, ReadMode};
@@ -20,6 +23,13 @@ use crate::util::io_reason;
 
 /// Lines written before one fsync and the acks it allows.
 const BATCH: usize = 256;
+
+/// An fsync running on a blocking thread while the reader goes on, and the messages whose lines
+/// it makes safe: they are acked once it has returned.
+struct Syncing {
+    sync: JoinHandle<std::io::Result<()>>,
+    handles: Vec<Handle>,
+}
 
 /// The file, opened to append: created when absent, never truncated.
 fn open_for_append(path: &Path) -> Result<File> {
@@ -219,8 +229,10 @@ async fn export(
     report: &mut ExportReport,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
+    let synced = Arc::new(file.try_clone().map_err(|e| write_err(path, &e))?);
     let mut out = BufWriter::new(file);
     let mut pending: Vec<Handle> = Vec::with_capacity(BATCH);
+    let mut syncing: Option<Syncing> = None;
     let queue = reader.queue.clone();
     let _armed = crate::interrupt::arm();
     let ctrl_c = crate::interrupt::interrupted();
@@ -271,28 +283,46 @@ async fn export(
                 reader.keep(handle).await?;
             }
             if pending.len() >= BATCH.min(reader.budget().in_flight) {
-                commit(&mut out, path, &mut pending, reader, report).await?;
+                // The lines go to the file now; their fsync runs while the next ones are read.
+                out.flush().map_err(|e| write_err(path, &e))?;
+                settle(syncing.take(), path, reader, report).await?;
+                syncing = Some(start_sync(&synced, std::mem::take(&mut pending)));
             }
         }
     }
-    commit(&mut out, path, &mut pending, reader, report).await
+    // Every path ends here: what was written is fsynced, and only then acked.
+    out.flush().map_err(|e| write_err(path, &e))?;
+    settle(syncing.take(), path, reader, report).await?;
+    settle(Some(start_sync(&synced, pending)), path, reader, report).await
 }
 
-/// Flush and fsync the lines written so far; only then ack their messages.
-async fn commit(
-    out: &mut BufWriter<File>,
+/// Starts the fsync of everything written so far (the lines of `handles` among it), on a
+/// blocking thread: the reading loop does not wait for the disk.
+fn start_sync(file: &Arc<File>, handles: Vec<Handle>) -> Syncing {
+    let file = Arc::clone(file);
+    Syncing {
+        sync: tokio::task::spawn_blocking(move || file.sync_data()),
+        handles,
+    }
+}
+
+/// Waits for an fsync; only then acks the messages whose lines it made safe.
+async fn settle(
+    syncing: Option<Syncing>,
     path: &Path,
-    pending: &mut Vec<Handle>,
     reader: &mut QueueReader<'_>,
     report: &mut ExportReport,
 ) -> Result<()> {
-    out.flush().map_err(|e| write_err(path, &e))?;
-    out.get_ref().sync_all().map_err(|e| write_err(path, &e))?;
-    if !pending.is_empty() {
-        reader.ack(pending).await?;
-        report.removed += pending.len() as u64;
+    let Some(Syncing { sync, handles }) = syncing else {
+        return Ok(());
+    };
+    sync.await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| write_err(path, &e))?;
+    if !handles.is_empty() {
+        reader.ack(&handles).await?;
+        report.removed += handles.len() as u64;
     }
-    pending.clear();
     Ok(())
 }
 
