@@ -71,6 +71,18 @@ fn run_dlq(scope: &Scope, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The `body.id` of each line of a `list -o jsonl`, in order.
+fn listed_ids(out: &std::process::Output) -> Vec<u64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["body"]["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 fn is_match(id: u64) -> bool {
     id % 7 == 0
 }
@@ -354,14 +366,7 @@ async fn limit_caps_the_matches_for_list_replay_and_export() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let listed: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["body"]["id"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let listed = listed_ids(&out);
     assert_eq!(listed, vec![0, 5, 10]);
 
     let file = scope.path("limit.jsonl");
@@ -619,6 +624,11 @@ async fn export_cuts_a_torn_last_line_before_appending() {
 /// Runs dlq against the test broker with `args`: its output, exit code and peak RSS in KiB, as
 /// measured by the kernel (ru_maxrss of waited children).
 fn peak_rss(args: &[&str]) -> (std::process::Output, i32, u64) {
+    peak_rss_at(AMQP_URL, args)
+}
+
+/// [`peak_rss`] with another broker URL.
+fn peak_rss_at(url: &str, args: &[&str]) -> (std::process::Output, i32, u64) {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -628,7 +638,7 @@ fn peak_rss(args: &[&str]) -> (std::process::Output, i32, u64) {
              sys.stderr.write(r.stderr.decode())",
             env!("CARGO_BIN_EXE_dlq"),
             "--url",
-            AMQP_URL,
+            url,
         ])
         .args(args)
         .output()
@@ -710,6 +720,64 @@ async fn filtered_replay_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_me
     );
     assert_eq!(wait_settled(&dst).await, 300, "every match moved");
     assert_eq!(wait_settled(&src).await, 300, "the rest kept");
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+/// A broker that allows few channels per connection (here the URL's `channel_max=24` makes
+/// lapin agree to 24): once the reader has used the channels it may, its next segments share the
+/// last one, each consumer with its own bounded prefetch (and `list`'s windows do the same). It used to read on there with an
+/// unlimited prefetch, which let the broker push the rest of the queue ahead into memory (and
+/// before that, to fail opening a channel past the limit).
+#[tokio::test]
+async fn a_filtered_replay_past_the_brokers_channel_max_shares_the_last_channel_within_the_memory_bound(
+) {
+    let scope = Scope::new("chmax");
+    let (src, dst) = (scope.name("src"), scope.name("dst"));
+    let conn = connect().await;
+    declare_queue(&conn, &src, FieldTable::default()).await;
+    declare_queue(&conn, &dst, FieldTable::default()).await;
+    // 3,000 of 100 KiB: 81 deliveries fit the budget in bytes, a segment holds 40 kept messages,
+    // and the 2,571 kept need about 64 segments, against 8 channels.
+    let n = 3_000u64;
+    let pad = "x".repeat(100 << 10);
+    publish_many(
+        &conn,
+        &src,
+        (0..n).map(|i| {
+            (
+                format!("{{\"id\":{i},\"pad\":\"{pad}\"}}").into_bytes(),
+                BasicProperties::default().with_message_id(format!("m-{i}").into()),
+            )
+        }),
+    )
+    .await;
+    let url = format!("{AMQP_URL}?channel_max=24");
+    // `list` reads in windows of 10 MiB: 30 of them, past the 8 channels too.
+    let out = run_dlq(
+        &scope,
+        &["--url", &url, "list", "--queue", &src, "-o", "jsonl"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = listed_ids(&out);
+    assert_eq!(
+        listed,
+        (0..n).collect::<Vec<_>>(),
+        "list saw every message, in order"
+    );
+    assert_eq!(wait_settled(&src).await, n, "list left the queue whole");
+    let (out, code, kib) = peak_rss_at(
+        &url,
+        &[
+            "--yes", "-o", "json", "replay", "--queue", &src, "--to", &dst, "--filter", FILTER,
+        ],
+    );
+    assert_eq!(code, 0, "{}", stderr(&out));
+    assert!(
+        kib < 65 * 1024,
+        "peak RSS {} MiB over 3,000 messages of 100 KiB",
+        kib / 1024
+    );
+    assert_split(n, &drain_ids(&dst).await, &drain_ids(&src).await);
     let _ = conn.close(200, "ok".into()).await;
 }
 

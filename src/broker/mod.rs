@@ -99,6 +99,10 @@ pub(crate) fn parse_amqp_url(text: &str) -> Result<BrokerUrl> {
     })
 }
 
+/// Channels dlq may have open besides a reader's segments or a browse's windows: a publisher's,
+/// and the short-lived ones of probes and checks.
+pub(crate) const OTHER_CHANNELS: usize = 16;
+
 /// An open AMQP connection and the URL it was opened with.
 pub struct Broker {
     pub connection: Connection,
@@ -183,6 +187,14 @@ impl Broker {
             "lost the connection to {}: the connection was closed",
             self.url.redacted()
         ))
+    }
+
+    /// How many channels a reader's segments or a browse's windows may have open at once: the
+    /// `channel_max` agreed with the broker (RabbitMQ's default is 2,047), less
+    /// [`OTHER_CHANNELS`].
+    pub(crate) fn channels_for_reading(&self) -> usize {
+        let max = usize::from(self.connection.configuration().channel_max());
+        max.saturating_sub(OTHER_CHANNELS).max(1)
     }
 
     pub async fn channel(&self) -> Result<lapin::Channel> {

@@ -35,9 +35,15 @@ use crate::error::Result;
 /// What the broker may push ahead of the reader, in bytes, per segment.
 pub(crate) const AHEAD_BYTES: usize = 8 << 20;
 
-/// At most this many channels hold kept messages; past it, the last segment keeps reading (a
-/// queue of many millions of kept messages, where acks slow down again rather than fail).
+/// At most this many segments get a channel of their own (fewer when the broker's `channel_max`
+/// allows fewer, see [`Broker::channels_for_reading`]); later segments share the last channel,
+/// each consumer with its own bounded prefetch, so memory stays bounded and only the acks slow
+/// down again (they walk every kept message on that channel).
 const MAX_SEGMENTS: usize = 1_500;
+
+/// The share of messages kept so far is taken as this much larger for the rest of the queue, when
+/// sizing segments so that the channels last (a filter that matches fewer messages further on).
+const KEEP_MARGIN: f64 = 1.25;
 
 /// What one segment's single acks may cost the broker, in deliveries walked past. A single ack
 /// walks the segment's unacked deliveries below its tag twice (the channel's list and the queue
@@ -59,18 +65,26 @@ const MIN_PREFETCH: u64 = 64;
 /// The prefetch of the next segment (pure): `max` (from the budget in bytes) while few messages
 /// are moved; smaller the more are moved, so that the walks of the single acks stay within
 /// [`SCAN_BUDGET`] per segment (1 %: about 3,600; 14 %: about 900; 50 %: about 360); never
-/// so small that the messages present at the start would need more than [`MAX_SEGMENTS`]
-/// segments. A segment's unacked deliveries never exceed its prefetch, and the walk of a single
-/// ack never exceeds them.
-pub(crate) fn segment_prefetch(max: u16, seen: u64, kept: u64, depth: u64) -> u16 {
+/// so small that the messages left (of `depth`, after `seen`) would, kept at the share kept so
+/// far (with [`KEEP_MARGIN`]), need more than the `channels_left`. A segment's unacked deliveries
+/// never exceed its prefetch, and the walk of a single ack never exceeds them.
+pub(crate) fn segment_prefetch(
+    max: u16,
+    seen: u64,
+    kept: u64,
+    depth: u64,
+    channels_left: usize,
+) -> u16 {
     let moved = seen.saturating_sub(kept);
     if moved == 0 || seen == 0 {
         return max;
     }
     let ratio = moved as f64 / seen as f64;
     let walks = (2.0 * SCAN_BUDGET * (1.0 - ratio) / ratio).sqrt() as u64;
-    // A segment holds between half its prefetch and all of it.
-    let floor = (2 * depth).div_ceil(MAX_SEGMENTS as u64).max(MIN_PREFETCH);
+    // A segment is closed once it holds half its prefetch in kept messages.
+    let keep = (KEEP_MARGIN * kept as f64 / seen as f64).min(1.0);
+    let kept_left = keep * depth.saturating_sub(seen) as f64;
+    let floor = ((2.0 * kept_left / channels_left.max(1) as f64).ceil() as u64).max(MIN_PREFETCH);
     walks.clamp(floor.min(u64::from(max)), u64::from(max)) as u16
 }
 
@@ -156,6 +170,10 @@ impl Shortfall {
 
 struct Segment {
     channel: Channel,
+    /// The channel is the previous segment's (past the channels a reader may have, see
+    /// [`MAX_SEGMENTS`]): delivery tags and unacked deliveries are per channel, so an ack here
+    /// must mind the kept messages of the earlier segments on it.
+    shares_channel: bool,
     consumer: Option<Consumer>,
     /// Delivered and neither acked nor given back.
     unacked: BTreeSet<u64>,
@@ -169,9 +187,15 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(channel: Channel, consumer: Option<Consumer>, prefetch: u16) -> Segment {
+    fn new(
+        channel: Channel,
+        shares_channel: bool,
+        consumer: Option<Consumer>,
+        prefetch: u16,
+    ) -> Segment {
         Segment {
             channel,
+            shares_channel,
             consumer,
             prefetch,
             unacked: BTreeSet::new(),
@@ -211,6 +235,8 @@ pub(crate) struct QueueReader<'b> {
     last_first: bool,
     /// The next segment on its way (see [`QueueReader::rotate`]).
     opening: Option<Opening<'b>>,
+    /// Segments with a channel of their own, at most (see [`MAX_SEGMENTS`]).
+    max_channels: usize,
 }
 
 /// The cancel of the last segment's consumer and the start of the next one, as one future the
@@ -304,6 +330,7 @@ impl<'b> QueueReader<'b> {
             dry_since: None,
             last_first: mode.last_first,
             opening: None,
+            max_channels: MAX_SEGMENTS.min(broker.channels_for_reading()),
         };
         if depth > 0 {
             reader.open_segment().await?;
@@ -326,12 +353,11 @@ impl<'b> QueueReader<'b> {
             }
         };
         self.segments
-            .push(Segment::new(channel, consumer, prefetch));
+            .push(Segment::new(channel, false, consumer, prefetch));
         Ok(())
     }
 
-    /// Sets the budget of the next segment and returns its prefetch (0, unlimited, for the last
-    /// one [`MAX_SEGMENTS`] allows).
+    /// Sets the budget of the next segment and returns its prefetch.
     fn next_prefetch(&mut self) -> u16 {
         let bytes = match self.largest {
             // Nothing seen yet: a small first segment, in case messages are big (the broker
@@ -344,12 +370,9 @@ impl<'b> QueueReader<'b> {
             self.seen,
             self.kept,
             self.depth,
+            self.max_channels.saturating_sub(self.segments.len()),
         ));
-        if self.segments.len() + 1 >= MAX_SEGMENTS {
-            0
-        } else {
-            self.budget.prefetch
-        }
+        self.budget.prefetch
     }
 
     /// Takes in the next segment if it has opened by now; waits for it with `wait`.
@@ -534,7 +557,6 @@ impl<'b> QueueReader<'b> {
             || segment.cancelled
             || self.opening.is_some()
             || self.guard.is_some()
-            || self.segments.len() >= MAX_SEGMENTS
             || self.seen >= self.depth
         {
             return;
@@ -611,19 +633,22 @@ impl<'b> QueueReader<'b> {
         let segment = &mut self.segments[h.segment];
         segment.held += 1;
         let full = segment.held >= self.budget.hold && !segment.cancelled;
-        if full && h.segment + 1 == self.segments.len() && self.segments.len() < MAX_SEGMENTS {
+        if full && h.segment + 1 == self.segments.len() {
             self.rotate();
         }
         Ok(())
     }
 
     /// Stops the current consumer (what it already has buffered still arrives, and is read
-    /// first) and starts the next segment on a fresh channel. Both happen while the reader goes
-    /// on with what was buffered: the new channel opens (and gets its prefetch) beside the
-    /// cancel, and its consumer starts once the cancel is answered, so that the two consumers
-    /// never receive at once and deliveries stay in queue order.
+    /// first) and starts the next segment on a fresh channel (past [`Self::max_channels`], on the
+    /// last one). Both happen while the reader goes on with what was buffered: the new channel
+    /// opens (and gets its prefetch) beside the cancel, and its consumer starts once the cancel is
+    /// answered, so that the two consumers never receive at once and deliveries stay in queue
+    /// order.
     fn rotate(&mut self) {
         let last = self.segments.len() - 1;
+        let shared =
+            (self.segments.len() >= self.max_channels).then(|| self.segments[last].channel.clone());
         let segment = &mut self.segments[last];
         segment.cancelled = true;
         let cancel = segment
@@ -646,7 +671,12 @@ impl<'b> QueueReader<'b> {
                 let Some(prefetch) = prefetch else {
                     return Ok(None);
                 };
-                let channel = broker.channel().await?;
+                // basic.qos applies to the consumers started after it: on a shared channel, the
+                // next one, not the one being cancelled.
+                let channel = match &shared {
+                    Some(channel) => channel.clone(),
+                    None => broker.channel().await?,
+                };
                 if consumes {
                     browse::set_prefetch(broker, &channel, prefetch).await?;
                 }
@@ -662,12 +692,17 @@ impl<'b> QueueReader<'b> {
                 true => Some(browse::start_consuming(broker, &channel, &queue).await?),
                 false => None,
             };
-            Ok(Some(Segment::new(channel, consumer, prefetch.unwrap_or(0))))
+            Ok(Some(Segment::new(
+                channel,
+                shared.is_some(),
+                consumer,
+                prefetch.unwrap_or(0),
+            )))
         }));
     }
 
     /// Removes these messages (each made safe by the caller): per segment, one multiple ack when
-    /// nothing else unacked lies below the highest of them, else one ack each.
+    /// nothing else unacked on its channel lies below the highest of them, else one ack each.
     pub(crate) async fn ack(&mut self, handles: &[Handle]) -> Result<()> {
         let mut by_segment: Vec<Vec<u64>> = vec![Vec::new(); self.segments.len()];
         for h in handles {
@@ -678,9 +713,11 @@ impl<'b> QueueReader<'b> {
                 continue;
             }
             tags.sort_unstable();
-            let segment = &mut self.segments[index];
             let highest = *tags.last().expect("not empty");
-            let below = segment.unacked.range(..=highest).count();
+            // Earlier segments on the same channel have lower tags: all of theirs lie below.
+            let earlier_on_channel: usize = self.sharing(index).map(|s| s.unacked.len()).sum();
+            let segment = &mut self.segments[index];
+            let below = segment.unacked.range(..=highest).count() + earlier_on_channel;
             if below == tags.len() {
                 let ack = segment
                     .channel
@@ -708,9 +745,18 @@ impl<'b> QueueReader<'b> {
         Ok(())
     }
 
+    /// The earlier segments that share segment `index`'s channel.
+    fn sharing(&self, index: usize) -> impl Iterator<Item = &Segment> {
+        let first = (0..=index)
+            .rev()
+            .find(|&i| !self.segments[i].shares_channel)
+            .unwrap_or(0);
+        self.segments[first..index].iter()
+    }
+
     /// Stops reading and puts every unacked message back where it was: cancel, take in what is
-    /// still buffered, then one multiple nack per segment naming its highest unacked tag (a tag
-    /// already acked would be refused), segment by segment: in order, or last first for a queue
+    /// still buffered, then one multiple nack per channel naming its highest unacked tag (a tag
+    /// already acked would be refused), channel by channel: in order, or last first for a queue
     /// known to put messages back in place (see [`ReadMode::last_first`]). Call only once nothing
     /// is in flight. `Some` when the broker was still putting messages back after the longest
     /// wait (the caller says so).
@@ -739,15 +785,22 @@ impl<'b> QueueReader<'b> {
                 _ => None,
             },
         };
-        // One segment after the other (each close waits for the broker to have taken its nack):
-        // in segment order, or last first where that is known to keep the order.
-        let mut order: Vec<&Segment> = self.segments.iter().collect();
-        if self.last_first {
-            order.reverse();
-        }
-        for segment in order {
+        // One channel after the other (each close waits for the broker to have taken its nack):
+        // in segment order, or last first where that is known to keep the order. Segments that
+        // share a channel are given back together, by its highest unacked tag.
+        let mut channels: Vec<(&Channel, u64)> = Vec::new();
+        for segment in &self.segments {
             let last = segment.unacked.last().copied().unwrap_or(0);
-            browse::give_back(self.broker, &segment.channel, last).await?;
+            match channels.last_mut() {
+                Some((_, highest)) if segment.shares_channel => *highest = (*highest).max(last),
+                _ => channels.push((&segment.channel, last)),
+            }
+        }
+        if self.last_first {
+            channels.reverse();
+        }
+        for (channel, last) in channels {
+            browse::give_back(self.broker, channel, last).await?;
         }
         opened?;
         // The broker requeues in batches: wait until the count is back, so that a command run
@@ -800,25 +853,47 @@ mod tests {
     fn a_segment_prefetches_less_the_more_messages_are_moved() {
         let max = 4096;
         // Nothing moved yet (a survey, a list): the whole budget.
-        assert_eq!(segment_prefetch(max, 0, 0, 1_000_000), max);
-        assert_eq!(segment_prefetch(max, 5_000, 5_000, 1_000_000), max);
+        assert_eq!(segment_prefetch(max, 0, 0, 1_000_000, 1_500), max);
+        assert_eq!(segment_prefetch(max, 5_000, 5_000, 1_000_000, 1_500), max);
         // 1 %: the walks are cheap, nearly the whole budget.
-        let p1 = segment_prefetch(max, 10_000, 9_900, 100_000);
+        let p1 = segment_prefetch(max, 10_000, 9_900, 100_000, 1_500);
         assert!((3_500..=3_700).contains(&p1), "{p1}");
         // 14 % and 50 %: less per segment.
-        let p14 = segment_prefetch(max, 7_000, 6_000, 100_000);
+        let p14 = segment_prefetch(max, 7_000, 6_000, 100_000, 1_500);
         assert!((850..=950).contains(&p14), "{p14}");
-        let p50 = segment_prefetch(max, 10_000, 5_000, 100_000);
+        let p50 = segment_prefetch(max, 10_000, 5_000, 100_000, 1_500);
         assert!((350..=370).contains(&p50), "{p50}");
-        // Never more segments than MAX_SEGMENTS for the messages present at the start.
-        assert_eq!(segment_prefetch(max, 10_000, 5_000, 1_000_000), 1_334);
-        assert_eq!(segment_prefetch(max, 10_000, 1_000, 10_000_000), max);
         // Never under MIN_PREFETCH, never over the budget in bytes.
         assert_eq!(
-            segment_prefetch(max, 10_000, 10, 1_000),
+            segment_prefetch(max, 10_000, 10, 1_000, 1_500),
             MIN_PREFETCH as u16
         );
-        assert_eq!(segment_prefetch(8, 10_000, 10, 1_000), 8);
+        assert_eq!(segment_prefetch(8, 10_000, 10, 1_000, 1_500), 8);
+    }
+
+    #[test]
+    fn segments_are_big_enough_for_the_channels_left_at_the_share_kept_so_far() {
+        let max = 4096;
+        // 50 % over 1,000,000: the 990,000 left, 5/8 of them kept (the share with its margin),
+        // half a prefetch per segment, over 1,500 channels.
+        assert_eq!(segment_prefetch(max, 10_000, 5_000, 1_000_000, 1_500), 825);
+        // Halfway, with 600 channels left: bigger segments for the rest.
+        assert_eq!(
+            segment_prefetch(max, 500_000, 250_000, 1_000_000, 600),
+            1_042
+        );
+        // 90 % moved over 10,000,000: an eighth of the rest is expected kept.
+        assert_eq!(
+            segment_prefetch(max, 10_000, 1_000, 10_000_000, 1_500),
+            1_665
+        );
+        // 90 % kept so far: with the margin, all of the rest is expected kept (never more).
+        assert_eq!(
+            segment_prefetch(max, 10_000, 9_000, 1_000_000, 1_500),
+            1_320
+        );
+        // No channel of its own left: the whole budget (the segments share the last channel).
+        assert_eq!(segment_prefetch(max, 10_000, 5_000, 1_000_000, 0), max);
     }
 
     #[test]

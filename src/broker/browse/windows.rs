@@ -28,8 +28,8 @@ pub(super) fn window_for(largest: usize) -> u64 {
     ((WINDOW_BYTES / largest.max(512)) as u64).clamp(1, WINDOW)
 }
 
-/// At most this many windows get a channel of their own; later ones share the last (RabbitMQ's
-/// default `channel_max` is 2,047 per connection). Only big messages need so many windows: 1,000
+/// At most this many windows get a channel of their own (fewer when the broker's `channel_max`
+/// allows fewer, see [`Broker::channels_for_reading`]); later ones share the last. Only big messages need so many windows: 1,000
 /// windows of 10 MiB are 10 GB.
 const MAX_CHANNELS: usize = 1_000;
 
@@ -68,7 +68,9 @@ pub(super) struct Windows {
 impl Windows {
     pub(super) async fn open(&mut self, broker: &Broker, queue: &str, size: u64) -> Result<()> {
         let channel = match self.all.last() {
-            Some(last) if self.all.len() >= MAX_CHANNELS => last.channel.clone(),
+            Some(last) if self.all.len() >= MAX_CHANNELS.min(broker.channels_for_reading()) => {
+                last.channel.clone()
+            }
             _ => broker.channel().await?,
         };
         let consumer = start_consumer(broker, &channel, queue, prefetch_for(size)).await?;
