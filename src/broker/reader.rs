@@ -51,6 +51,20 @@ const KEEP_MARGIN: f64 = 1.25;
 /// holding `h` kept messages with `m` matches among them costs about `m * h / 2`.
 const SCAN_BUDGET: f64 = 65_536.0;
 
+/// A segment whose single acks have walked past this many kept messages makes way for a new one
+/// (see [`walked_too_far`]). Four times [`SCAN_BUDGET`]: a segment sized by
+/// [`segment_budget`] for an even share of matches stays below it.
+const WALK_LIMIT: u64 = 4 * SCAN_BUDGET as u64;
+
+/// Whether the segment being read should make way for a new one (pure): its single acks have
+/// walked past more than [`WALK_LIMIT`] kept messages in all. That is a run of matches after kept
+/// messages (a queue sorted by error, or the copies of an earlier replay at its tail): each of
+/// their acks walks past every kept message of the segment, while in a new segment, with nothing
+/// kept below them, they go as multiple acks.
+pub(crate) fn walked_too_far(walked: u64, held: u64) -> bool {
+    held > 0 && walked > WALK_LIMIT
+}
+
 /// A batch of [`QueueReader::next_batch`] stops taking deliveries once its bodies reach this.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -58,34 +72,41 @@ const BATCH_BYTES: usize = 1 << 20;
 /// first message shows the size (see [`QueueReader::resize`]).
 const FIRST_PREFETCH: u16 = 8;
 
-/// The smallest prefetch [`segment_prefetch`] gives: below this, a new channel per segment costs
+/// The smallest prefetch [`segment_budget`] gives: below this, a new channel per segment costs
 /// more than the walks it saves.
 const MIN_PREFETCH: u64 = 64;
 
-/// The prefetch of the next segment (pure): `max` (from the budget in bytes) while few messages
-/// are moved; smaller the more are moved, so that the walks of the single acks stay within
-/// [`SCAN_BUDGET`] per segment (1 %: about 3,600; 14 %: about 900; 50 %: about 360); never
-/// so small that the messages left (of `depth`, after `seen`) would, kept at the share kept so
-/// far (with [`KEEP_MARGIN`]), need more than the `channels_left`. A segment's unacked deliveries
-/// never exceed its prefetch, and the walk of a single ack never exceeds them.
-pub(crate) fn segment_prefetch(
+/// The sizes of the next segment (pure). Its `hold`, the kept messages after which it is closed,
+/// keeps the walks of its single acks within [`SCAN_BUDGET`]: large while few messages are moved,
+/// smaller the more are moved (1 %: about 1,800; 14 %: about 450; 50 %: about 180; 90 %: 60).
+/// Never so small that the messages left (of `depth`, after `seen`), kept at the share kept so far
+/// (with [`KEEP_MARGIN`]), would need more than the `channels_left`.
+///
+/// Its prefetch bounds what still arrives after the close: up to a 50 % share moved, twice the
+/// hold; past it, `hold / kept share`, so that what arrives after the close adds about one hold
+/// of kept messages, while the matches keep a deep pipeline of copies in flight (all moved: `max`,
+/// from the budget in bytes). A segment's unacked deliveries never exceed its prefetch.
+pub(crate) fn segment_budget(
     max: u16,
     seen: u64,
     kept: u64,
     depth: u64,
     channels_left: usize,
-) -> u16 {
+) -> Budget {
     let moved = seen.saturating_sub(kept);
     if moved == 0 || seen == 0 {
-        return max;
+        return Budget::for_prefetch(max);
     }
     let ratio = moved as f64 / seen as f64;
-    let walks = (2.0 * SCAN_BUDGET * (1.0 - ratio) / ratio).sqrt() as u64;
-    // A segment is closed once it holds half its prefetch in kept messages.
+    let walks = (2.0 * SCAN_BUDGET * (1.0 - ratio) / ratio).sqrt() / 2.0;
     let keep = (KEEP_MARGIN * kept as f64 / seen as f64).min(1.0);
     let kept_left = keep * depth.saturating_sub(seen) as f64;
-    let floor = ((2.0 * kept_left / channels_left.max(1) as f64).ceil() as u64).max(MIN_PREFETCH);
-    walks.clamp(floor.min(u64::from(max)), u64::from(max)) as u16
+    let floor = kept_left / channels_left.max(1) as f64;
+    let hold = walks.max(floor).ceil().max(MIN_PREFETCH as f64 / 2.0);
+    let kept_share = 1.0 - ratio;
+    let prefetch = (2.0 * hold).max(hold / kept_share.max(f64::MIN_POSITIVE));
+    let prefetch = prefetch.clamp(MIN_PREFETCH.min(u64::from(max)) as f64, f64::from(max)) as u16;
+    Budget::for_segment(prefetch, hold as u64)
 }
 
 /// Whether a segment with prefetch `have` (0: unlimited) should make way for a new one, when
@@ -113,9 +134,14 @@ impl Budget {
     }
 
     fn for_prefetch(prefetch: u16) -> Budget {
+        Budget::for_segment(prefetch, u64::from(prefetch) / 2)
+    }
+
+    /// `hold` is at most half the prefetch.
+    fn for_segment(prefetch: u16, hold: u64) -> Budget {
         Budget {
             prefetch,
-            hold: u64::from(prefetch) / 2,
+            hold: hold.min(u64::from(prefetch) / 2),
             // Held + in flight must stay below the prefetch, or the consumer would stall.
             // An eighth: a lost connection duplicates at most the copies in flight.
             in_flight: (usize::from(prefetch) / 8).max(1),
@@ -178,6 +204,8 @@ struct Segment {
     /// Delivered and neither acked nor given back.
     unacked: BTreeSet<u64>,
     held: u64,
+    /// What its single acks have walked past, about: the kept messages below each.
+    walked: u64,
     /// basic.cancel was sent: what is buffered still arrives, then the stream ends.
     cancelled: bool,
     /// The consumer's stream has ended (its consumer is gone).
@@ -200,6 +228,7 @@ impl Segment {
             prefetch,
             unacked: BTreeSet::new(),
             held: 0,
+            walked: 0,
             cancelled: false,
             ended: false,
         }
@@ -365,13 +394,13 @@ impl<'b> QueueReader<'b> {
             0 => Budget::for_prefetch(FIRST_PREFETCH),
             largest => Budget::for_size(largest),
         };
-        self.budget = Budget::for_prefetch(segment_prefetch(
+        self.budget = segment_budget(
             bytes.prefetch,
             self.seen,
             self.kept,
             self.depth,
             self.max_channels.saturating_sub(self.segments.len()),
-        ));
+        );
         self.budget.prefetch
     }
 
@@ -737,12 +766,33 @@ impl<'b> QueueReader<'b> {
                     .answer(super::all_sent(acks))
                     .await
                     .map_err(|e| self.broker.lost(e))?;
+                // Kept messages lie below the matches acked after them.
+                let kept_below = segment.held + earlier_on_channel as u64;
+                segment.walked += kept_below * tags.len() as u64;
                 for tag in tags {
                     segment.unacked.remove(&tag);
                 }
             }
         }
+        self.rotate_if_walked();
         Ok(())
+    }
+
+    /// Starts a new segment when the acks of the one being read walk too far (see
+    /// [`walked_too_far`]), while it has a channel of its own to gain (a shared channel's acks
+    /// walk past every earlier segment's kept messages anyway).
+    fn rotate_if_walked(&mut self) {
+        let last = self.segments.len() - 1;
+        let segment = &self.segments[last];
+        if walked_too_far(segment.walked, segment.held)
+            && last == self.reading
+            && !segment.cancelled
+            && self.opening.is_none()
+            && self.segments.len() < self.max_channels
+            && self.seen < self.depth
+        {
+            self.rotate();
+        }
     }
 
     /// The earlier segments that share segment `index`'s channel.
@@ -849,51 +899,61 @@ mod tests {
         assert!(u64::from(big.prefetch) * (1 << 20) <= AHEAD_BYTES as u64);
     }
 
+    /// The prefetch and hold of [`segment_budget`].
+    fn sizes(max: u16, seen: u64, kept: u64, depth: u64, channels_left: usize) -> (u16, u64) {
+        let b = segment_budget(max, seen, kept, depth, channels_left);
+        (b.prefetch, b.hold)
+    }
+
     #[test]
-    fn a_segment_prefetches_less_the_more_messages_are_moved() {
+    fn a_segment_holds_fewer_kept_messages_the_more_messages_are_moved() {
         let max = 4096;
         // Nothing moved yet (a survey, a list): the whole budget.
-        assert_eq!(segment_prefetch(max, 0, 0, 1_000_000, 1_500), max);
-        assert_eq!(segment_prefetch(max, 5_000, 5_000, 1_000_000, 1_500), max);
+        assert_eq!(sizes(max, 0, 0, 1_000_000, 1_500), (max, 2_048));
+        assert_eq!(sizes(max, 5_000, 5_000, 1_000_000, 1_500), (max, 2_048));
         // 1 %: the walks are cheap, nearly the whole budget.
-        let p1 = segment_prefetch(max, 10_000, 9_900, 100_000, 1_500);
+        let (p1, h1) = sizes(max, 10_000, 9_900, 100_000, 1_500);
         assert!((3_500..=3_700).contains(&p1), "{p1}");
-        // 14 % and 50 %: less per segment.
-        let p14 = segment_prefetch(max, 7_000, 6_000, 100_000, 1_500);
+        assert_eq!(h1, u64::from(p1) / 2);
+        // 14 % and 50 %: less per segment, a prefetch of twice the hold.
+        let (p14, h14) = sizes(max, 7_000, 6_000, 100_000, 1_500);
         assert!((850..=950).contains(&p14), "{p14}");
-        let p50 = segment_prefetch(max, 10_000, 5_000, 100_000, 1_500);
+        assert_eq!(h14, u64::from(p14) / 2);
+        let (p50, h50) = sizes(max, 10_000, 5_000, 100_000, 1_500);
         assert!((350..=370).contains(&p50), "{p50}");
-        // Never under MIN_PREFETCH, never over the budget in bytes.
-        assert_eq!(
-            segment_prefetch(max, 10_000, 10, 1_000, 1_500),
-            MIN_PREFETCH as u16
-        );
-        assert_eq!(segment_prefetch(8, 10_000, 10, 1_000, 1_500), 8);
+        assert_eq!(h50, u64::from(p50) / 2);
+        // Never over the budget in bytes.
+        assert_eq!(sizes(8, 10_000, 10, 1_000, 1_500), (8, 4));
+    }
+
+    #[test]
+    fn past_half_moved_the_prefetch_grows_while_the_hold_stays_small() {
+        let max = 4096;
+        // 90 % moved: 61 kept messages a segment, and what arrives after the close (a tenth of
+        // it kept) adds about as many: a prefetch of 610, with 76 copies in flight.
+        let b = segment_budget(max, 10_000, 1_000, 100_000, 1_500);
+        assert_eq!((b.prefetch, b.hold, b.in_flight), (610, 61, 76));
+        // Everything moved (replay of all): the whole budget, the deepest pipeline.
+        let b = segment_budget(max, 10_000, 0, 1_000_000, 1_500);
+        assert_eq!((b.prefetch, b.in_flight), (max, 512));
+        // 99.9 %: likewise.
+        assert_eq!(sizes(max, 10_000, 10, 1_000, 1_500).0, max);
     }
 
     #[test]
     fn segments_are_big_enough_for_the_channels_left_at_the_share_kept_so_far() {
         let max = 4096;
         // 50 % over 1,000,000: the 990,000 left, 5/8 of them kept (the share with its margin),
-        // half a prefetch per segment, over 1,500 channels.
-        assert_eq!(segment_prefetch(max, 10_000, 5_000, 1_000_000, 1_500), 825);
+        // over 1,500 channels: 413 a segment.
+        assert_eq!(sizes(max, 10_000, 5_000, 1_000_000, 1_500), (826, 413));
         // Halfway, with 600 channels left: bigger segments for the rest.
-        assert_eq!(
-            segment_prefetch(max, 500_000, 250_000, 1_000_000, 600),
-            1_042
-        );
+        assert_eq!(sizes(max, 500_000, 250_000, 1_000_000, 600), (1_042, 521));
         // 90 % moved over 10,000,000: an eighth of the rest is expected kept.
-        assert_eq!(
-            segment_prefetch(max, 10_000, 1_000, 10_000_000, 1_500),
-            1_665
-        );
+        assert_eq!(sizes(max, 10_000, 1_000, 10_000_000, 1_500), (max, 833));
         // 90 % kept so far: with the margin, all of the rest is expected kept (never more).
-        assert_eq!(
-            segment_prefetch(max, 10_000, 9_000, 1_000_000, 1_500),
-            1_320
-        );
+        assert_eq!(sizes(max, 10_000, 9_000, 1_000_000, 1_500), (1_320, 660));
         // No channel of its own left: the whole budget (the segments share the last channel).
-        assert_eq!(segment_prefetch(max, 10_000, 5_000, 1_000_000, 0), max);
+        assert_eq!(sizes(max, 10_000, 5_000, 1_000_000, 0), (max, 2_048));
     }
 
     #[test]
@@ -915,6 +975,18 @@ mod tests {
         assert!(!resize_needed(big, big, false));
         assert!(!resize_needed(2 * big, big, false));
         assert!(resize_needed(0, big, false));
+    }
+
+    #[test]
+    fn a_run_of_matches_after_kept_messages_gets_a_new_segment() {
+        // 50 % evenly, 825 a segment: 412 matches walking past 206 kept on average.
+        assert!(!walked_too_far(412 * 206, 412));
+        // The old 1,334 a segment at 50 % stayed below too.
+        assert!(!walked_too_far(667 * 667 / 2, 667));
+        // 500 matches in a row after 667 kept: make way.
+        assert!(walked_too_far(500 * 667, 667));
+        // Nothing kept: the acks walk past nothing (they go as multiple acks).
+        assert!(!walked_too_far(u64::MAX, 0));
     }
 
     #[test]
