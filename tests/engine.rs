@@ -22,6 +22,21 @@ fn numbered(i: u64) -> (Vec<u8>, BasicProperties) {
     )
 }
 
+/// Publishes `n` messages to `queue`, message ids `m-0`, `m-1`, ..., with `body(i)` as bodies.
+async fn publish_bodies(conn: &Connection, queue: &str, n: u64, body: impl Fn(u64) -> Vec<u8>) {
+    publish_many(
+        conn,
+        queue,
+        (0..n).map(|i| {
+            (
+                body(i),
+                BasicProperties::default().with_message_id(format!("m-{i}").into()),
+            )
+        }),
+    )
+    .await;
+}
+
 async fn seed(conn: &Connection, queue: &str, n: u64) {
     declare_queue(conn, queue, FieldTable::default()).await;
     publish_many(conn, queue, (0..n).map(numbered)).await;
@@ -657,17 +672,7 @@ async fn list_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_message() {
     let conn = connect().await;
     declare_queue(&conn, &src, FieldTable::default()).await;
     let body = vec![b'y'; 1 << 20];
-    publish_many(
-        &conn,
-        &src,
-        (0..600u64).map(|i| {
-            (
-                body.clone(),
-                BasicProperties::default().with_message_id(format!("m-{i}").into()),
-            )
-        }),
-    )
-    .await;
+    publish_bodies(&conn, &src, 600, |_| body.clone()).await;
     let (out, code, kib) = peak_rss(&["list", "--queue", &src, "-o", "jsonl"]);
     assert_eq!(code, 0, "{}", stderr(&out));
     assert!(
@@ -691,17 +696,7 @@ async fn filtered_replay_of_600_messages_of_1_mib_stays_under_64_mib_plus_one_me
     declare_queue(&conn, &src, FieldTable::default()).await;
     declare_queue(&conn, &dst, FieldTable::default()).await;
     let body = vec![b'y'; 1 << 20];
-    publish_many(
-        &conn,
-        &src,
-        (0..600u64).map(|i| {
-            (
-                body.clone(),
-                BasicProperties::default().with_message_id(format!("m-{i}").into()),
-            )
-        }),
-    )
-    .await;
+    publish_bodies(&conn, &src, 600, |_| body.clone()).await;
     let (out, code, kib) = peak_rss(&[
         "--yes",
         "replay",
@@ -742,16 +737,9 @@ async fn a_filtered_replay_past_the_brokers_channel_max_shares_the_last_channel_
     // "lost the connection: ChannelsLimitReached".)
     let n = 1_500u64;
     let pad = "x".repeat(100 << 10);
-    publish_many(
-        &conn,
-        &src,
-        (0..n).map(|i| {
-            (
-                format!("{{\"id\":{i},\"pad\":\"{pad}\"}}").into_bytes(),
-                BasicProperties::default().with_message_id(format!("m-{i}").into()),
-            )
-        }),
-    )
+    publish_bodies(&conn, &src, n, |i| {
+        format!("{{\"id\":{i},\"pad\":\"{pad}\"}}").into_bytes()
+    })
     .await;
     let url = format!("{AMQP_URL}?channel_max=18");
     // `list` reads in windows of 10 MiB: 15 of them, past the 2 channels too.
