@@ -5,6 +5,7 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 
 use super::management::Management;
+use super::reader::Tail;
 use super::BrokerUrl;
 
 /// RabbitMQ 4.0 gave every quorum queue this delivery-limit when none is configured.
@@ -54,11 +55,59 @@ pub(crate) fn requeue(queue_type: &str, version: Option<&str>) -> Requeue {
     }
 }
 
+/// Queue arguments (and policy keys, without the `x-`) under which a copy published to the tail
+/// would not simply join the queue behind the rest: a length limit may drop the head (messages
+/// not yet looked at) or refuse it, a message TTL would start again for the copy, priorities
+/// would deliver a copy ahead of messages not yet looked at.
+const NOT_AT_TAIL: [&str; 5] = [
+    "max-length",
+    "max-length-bytes",
+    "message-ttl",
+    "overflow",
+    "max-priority",
+];
+
+/// Whether a move may keep messages at the tail of this queue (pure), from the management API's
+/// view of it and the broker version: only a classic queue with none of [`NOT_AT_TAIL`] in its
+/// arguments or effective policy, and no consumer of its own (the reader stops after the
+/// messages present at the start, so a consumer taking some would make it read copies). The
+/// share moved from which it pays was measured on 3.10.8 and 4.3.6 (docs/PERFORMANCE.md):
+/// each copy is a publish the 3.x queue index writes, so there it pays only when many move.
+pub(crate) fn tail(info: &Value, version: Option<&str>) -> Tail {
+    let queue_type = info
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("classic");
+    let keys = |field: &str| -> Vec<String> {
+        info.get(field)
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let limited = keys("arguments")
+        .iter()
+        .map(|k| k.strip_prefix("x-").unwrap_or(k).to_string())
+        .chain(keys("effective_policy_definition"))
+        .any(|k| NOT_AT_TAIL.contains(&k.as_str()));
+    let consumers = info.get("consumers").and_then(Value::as_u64).unwrap_or(0);
+    if queue_type != "classic" || limited || consumers > 0 {
+        return Tail::Never;
+    }
+    let share_pct = match version.and_then(parse_version) {
+        Some(v) if v >= (4, 0) => 10,
+        Some(_) => 30,
+        None => return Tail::Never,
+    };
+    Tail::Allowed { share_pct }
+}
+
 /// What the management API tells about reading a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Assessment {
     pub risk: Risk,
     pub requeue: Requeue,
+    /// Whether a move may keep messages at the queue's tail (see [`tail`]).
+    pub tail: Tail,
 }
 
 impl Assessment {
@@ -168,6 +217,7 @@ pub(crate) fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str
             api.base_url()
         )),
         requeue: Requeue::InPlace,
+        tail: Tail::Never,
     };
     let info = match api.queue(queue) {
         Ok(Some(v)) => v,
@@ -178,16 +228,18 @@ pub(crate) fn assess(management_url: Option<&str>, amqp: &BrokerUrl, queue: &str
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or("classic");
+    let version = api.version().ok().flatten();
     if queue_type != "quorum" {
         return Assessment {
             risk: risk(queue_type, None, None),
             requeue: Requeue::InPlace,
+            tail: tail(&info, version.as_deref()),
         };
     }
-    let version = api.version().ok().flatten();
     Assessment {
         risk: risk(queue_type, version.as_deref(), configured_limit(&info)),
         requeue: requeue(queue_type, version.as_deref()),
+        tail: Tail::Never,
     }
 }
 
@@ -223,6 +275,54 @@ mod tests {
         for v in ["4.0.0", "4.1.5", "4.2.3"] {
             assert_eq!(limit(risk("quorum", Some(v), None)), Some(20), "{v}");
         }
+    }
+
+    #[test]
+    fn only_a_plain_classic_queue_without_consumers_keeps_at_the_tail() {
+        let plain = json!({"type": "classic", "arguments": {"x-dead-letter-exchange": ""},
+                           "effective_policy_definition": {"queue-mode": "lazy"}, "consumers": 0});
+        assert_eq!(tail(&plain, Some("4.3.6")), Tail::Allowed { share_pct: 10 });
+        assert_eq!(
+            tail(&plain, Some("3.10.8")),
+            Tail::Allowed { share_pct: 30 }
+        );
+        assert_eq!(tail(&plain, None), Tail::Never, "unknown version");
+        let with = |field: &str, key: &str| {
+            let mut q = plain.clone();
+            q[field][key] = json!(1000);
+            tail(&q, Some("4.3.6"))
+        };
+        for key in [
+            "x-max-length",
+            "x-max-length-bytes",
+            "x-message-ttl",
+            "x-max-priority",
+        ] {
+            assert_eq!(with("arguments", key), Tail::Never, "{key}");
+        }
+        for key in ["max-length", "max-length-bytes", "message-ttl", "overflow"] {
+            assert_eq!(
+                with("effective_policy_definition", key),
+                Tail::Never,
+                "{key}"
+            );
+        }
+        let mut consumed = plain.clone();
+        consumed["consumers"] = json!(1);
+        assert_eq!(tail(&consumed, Some("4.3.6")), Tail::Never);
+        for t in ["quorum", "stream"] {
+            let mut q = plain.clone();
+            q["type"] = json!(t);
+            assert_eq!(tail(&q, Some("4.3.6")), Tail::Never, "{t}");
+        }
+        // No policy at all: the API leaves the field out or null.
+        assert_eq!(
+            tail(
+                &json!({"type": "classic", "effective_policy_definition": null}),
+                Some("4.0.5")
+            ),
+            Tail::Allowed { share_pct: 10 }
+        );
     }
 
     #[test]

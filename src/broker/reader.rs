@@ -266,6 +266,7 @@ pub(crate) struct QueueReader<'b> {
     opening: Option<Opening<'b>>,
     /// Segments with a channel of their own, at most (see [`MAX_SEGMENTS`]).
     max_channels: usize,
+    tail: Tail,
 }
 
 /// The cancel of the last segment's consumer and the start of the next one, as one future the
@@ -281,6 +282,48 @@ pub(crate) struct ReadMode {
     /// Give back the last segment first: only for a queue known to put each message back in its
     /// place (see [`browse::GiveBack::last_first`]).
     pub last_first: bool,
+    /// Whether kept messages may be kept at the queue's tail instead of held (see [`Tail`]).
+    pub tail: Tail,
+}
+
+/// Keeping at the tail: a kept message is republished to the tail of its own queue as an exact
+/// copy (confirmed, then the original acked) instead of being held unacked until the end. Every
+/// message then costs one publish and a multiple ack, whatever the share moved, where holding
+/// costs the broker walks, channels and a requeue that grow with the queue. The copies land
+/// behind every message present at the start, in the order kept, so the kept messages keep their
+/// relative order once the read is through; a read that stops early leaves those kept so far
+/// behind those not yet looked at. See docs/MOVE-ENGINE.md §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Tail {
+    /// Kept messages are held (a queue not known to be safe for it, or a read that must not
+    /// change the queue).
+    #[default]
+    Never,
+    /// The queue allows it: the reader switches once this share of what it has seen, in per
+    /// cent, was moved (see [`tail_pays`]).
+    Allowed { share_pct: u8 },
+    /// Kept messages go to the tail: from the start of this read (a read resumed after one
+    /// that switched), or since the switch.
+    On,
+}
+
+/// Queues shorter than this are always held: holding is cheap there, and a read of them is short.
+pub(crate) const TAIL_DEPTH: u64 = 100_000;
+
+/// The reader decides after looking at this many messages, from the share moved so far.
+const TAIL_SAMPLE: u64 = 5_000;
+
+/// Whether keeping at the tail pays (pure), after `seen` of `depth` messages, `kept` of them
+/// held: on a long queue, with enough left to read, once at least `share` of what was seen was
+/// moved. Measured at 300,000 messages (docs/PERFORMANCE.md): holding costs the broker more
+/// the more is moved (single acks, segments, the requeue at the end), a copy at the tail costs
+/// one publish, the more so on 3.x whose queue index writes each copy.
+pub(crate) fn tail_pays(depth: u64, seen: u64, kept: u64, share: f64) -> bool {
+    let moved = seen.saturating_sub(kept);
+    depth >= TAIL_DEPTH
+        && seen >= TAIL_SAMPLE
+        && depth.saturating_sub(seen) >= TAIL_DEPTH / 2
+        && moved as f64 >= share * seen as f64
 }
 
 /// What is left to look at after a lost connection. An ack is never confirmed by the broker, so
@@ -360,6 +403,7 @@ impl<'b> QueueReader<'b> {
             last_first: mode.last_first,
             opening: None,
             max_channels: MAX_SEGMENTS.min(broker.channels_for_reading()),
+            tail: mode.tail,
         };
         if depth > 0 {
             reader.open_segment().await?;
@@ -394,13 +438,17 @@ impl<'b> QueueReader<'b> {
             0 => Budget::for_prefetch(FIRST_PREFETCH),
             largest => Budget::for_size(largest),
         };
-        self.budget = segment_budget(
-            bytes.prefetch,
-            self.seen,
-            self.kept,
-            self.depth,
-            self.max_channels.saturating_sub(self.segments.len()),
-        );
+        // At the tail, nothing more is held: every delivery is acked in order, as when all move.
+        self.budget = match self.tail {
+            Tail::On if self.largest > 0 => bytes,
+            _ => segment_budget(
+                bytes.prefetch,
+                self.seen,
+                self.kept,
+                self.depth,
+                self.max_channels.saturating_sub(self.segments.len()),
+            ),
+        };
         self.budget.prefetch
     }
 
@@ -666,6 +714,43 @@ impl<'b> QueueReader<'b> {
             self.rotate();
         }
         Ok(())
+    }
+
+    /// Whether the caller keeps this message at the tail (an exact copy published to this queue,
+    /// confirmed, then the original acked with [`Self::ack`]) rather than with [`Self::keep`].
+    /// Once the reader has switched (see [`Tail`]), every kept message goes there: one held after
+    /// would go back ahead of those already at the tail. The switch starts a new segment, with
+    /// the prefetch of a read that moves everything.
+    pub(crate) fn keeps_at_tail(&mut self) -> bool {
+        match self.tail {
+            Tail::Never => false,
+            Tail::On => true,
+            Tail::Allowed { share_pct } => {
+                let last = self.segments.len() - 1;
+                let can_rotate = self.guard.is_none()
+                    && self.opening.is_none()
+                    && last == self.reading
+                    && !self.segments[last].cancelled;
+                if !can_rotate
+                    || !tail_pays(
+                        self.depth,
+                        self.seen,
+                        self.kept,
+                        f64::from(share_pct) / 100.0,
+                    )
+                {
+                    return false;
+                }
+                self.tail = Tail::On;
+                self.rotate();
+                true
+            }
+        }
+    }
+
+    /// Whether kept messages go to the tail (a read resumed after this one must go on so).
+    pub(crate) fn at_tail(&self) -> bool {
+        self.tail == Tail::On
     }
 
     /// Stops the current consumer (what it already has buffered still arrives, and is read
@@ -975,6 +1060,22 @@ mod tests {
         assert!(!resize_needed(big, big, false));
         assert!(!resize_needed(2 * big, big, false));
         assert!(resize_needed(0, big, false));
+    }
+
+    #[test]
+    fn kept_messages_go_to_the_tail_only_on_a_long_queue_once_enough_is_moved() {
+        // 1,000,000 messages, 50 % moved so far: from the sample on, at 10 % or 30 %.
+        assert!(tail_pays(1_000_000, 5_000, 2_500, 0.10));
+        assert!(tail_pays(1_000_000, 5_000, 2_500, 0.30));
+        // Too early to tell.
+        assert!(!tail_pays(1_000_000, 4_999, 2_500, 0.10));
+        // 14 % moved: enough on 4.x (10 %), not on 3.x (30 %).
+        assert!(tail_pays(1_000_000, 10_000, 8_600, 0.10));
+        assert!(!tail_pays(1_000_000, 10_000, 8_600, 0.30));
+        // A short queue, or one nearly read: held.
+        assert!(!tail_pays(99_999, 10_000, 5_000, 0.10));
+        assert!(!tail_pays(100_000, 50_001, 25_000, 0.10));
+        assert!(tail_pays(100_000, 50_000, 25_000, 0.10));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::source::resolve;
-use crate::broker::reader::{Handle, QueueReader, ReadMode};
+use crate::broker::publisher::{ConfirmedPublisher, Settled};
+use crate::broker::reader::{Handle, QueueReader, ReadMode, Tail as ReadTail};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -29,6 +30,9 @@ const BATCH: usize = 256;
 struct Syncing {
     sync: JoinHandle<std::io::Result<()>>,
     handles: Vec<Handle>,
+    /// Of `handles`, the kept messages whose copy at the tail was confirmed: acked with the
+    /// rest, in delivery order, so that one multiple ack covers the lot.
+    at_tail: u64,
 }
 
 /// The file, opened to append: created when absent, never truncated.
@@ -152,6 +156,14 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     } else {
         ReadMode::default()
     };
+    // Only a filtered `--remove` may keep at the tail: an export without it changes nothing.
+    let mode = ReadMode {
+        tail: match a.remove && filter.is_some() {
+            true => mode.tail,
+            false => ReadTail::Never,
+        },
+        ..mode
+    };
     let mut report = ExportReport {
         queue: source.queue.clone(),
         file: a.file.clone(),
@@ -164,6 +176,7 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
         interrupted: false,
         problem: None,
         repaired_tail: None,
+        kept_at_tail: 0,
     };
     if consent == Some(ui::Consent::Ask) {
         // Ask before consuming: a prompt left open must not hold deliveries (consumer timeout).
@@ -196,8 +209,13 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     // Held until the report is returned: a Ctrl-C while the read is given back and the
     // connection closed must not end the process without the report.
     let _armed = crate::interrupt::arm();
+    let mut publisher = match mode.tail {
+        ReadTail::Never => None,
+        _ => Some(ConfirmedPublisher::open(&broker, reader.budget().in_flight).await?),
+    };
     let result = export(
         &mut reader,
+        publisher.as_mut(),
         file,
         &a.file,
         filter.as_ref(),
@@ -208,8 +226,17 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     )
     .await;
     bar.finish_and_clear();
+    if let Some(p) = publisher {
+        p.close().await;
+    }
     // Whatever happened, unacked messages go back in order.
+    let at_tail = reader.at_tail();
     let finished = reader.finish().await;
+    if result.is_ok() && at_tail {
+        if let Some(p) = super::source::consumed_beside(&broker, &source.queue).await? {
+            report.problem.get_or_insert(p);
+        }
+    }
     broker.close().await;
     result?;
     if let Some(r) = finished? {
@@ -221,6 +248,7 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
 #[allow(clippy::too_many_arguments)]
 async fn export(
     reader: &mut QueueReader<'_>,
+    mut publisher: Option<&mut ConfirmedPublisher<'_, Handle>>,
     file: File,
     path: &Path,
     filter: Option<&Filter>,
@@ -232,12 +260,16 @@ async fn export(
     let synced = Arc::new(file.try_clone().map_err(|e| write_err(path, &e))?);
     let mut out = BufWriter::new(file);
     let mut pending: Vec<Handle> = Vec::with_capacity(BATCH);
+    let mut pending_at_tail = 0u64;
     let mut syncing: Option<Syncing> = None;
     let queue = reader.queue.clone();
     let _armed = crate::interrupt::arm();
     let ctrl_c = crate::interrupt::interrupted();
     tokio::pin!(ctrl_c);
     'read: while limit.is_none_or(|l| report.exported < l) {
+        if let Some(p) = publisher.as_deref_mut() {
+            p.set_window(reader.budget().in_flight);
+        }
         let size = crate::cmd::batch_size(limit, report.exported);
         let batch = tokio::select! {
             biased;
@@ -259,8 +291,8 @@ async fn export(
             None => vec![Ok(true); messages.len()],
             Some(f) => f.matches_all(&messages),
         };
-        for (((_, _, handle), message), verdict) in batch.into_iter().zip(messages).zip(verdicts) {
-            if limit.is_some_and(|l| report.exported >= l) {
+        for (((_, d, handle), message), verdict) in batch.into_iter().zip(messages).zip(verdicts) {
+            if limit.is_some_and(|l| report.exported >= l) || report.problem.is_some() {
                 break 'read;
             }
             let matched = verdict.unwrap_or_else(|_| {
@@ -270,39 +302,106 @@ async fn export(
             bar.inc(u64::from(matched || limit.is_none()));
             if !matched {
                 report.kept += 1;
-                reader.keep(handle).await?;
-                continue;
-            }
-            crate::json::to_writer(&mut out, &message)
-                .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
-            out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
-            report.exported += 1;
-            if remove {
-                pending.push(handle);
+                match publisher.as_deref_mut() {
+                    Some(p) if reader.keeps_at_tail() => {
+                        let props = d.properties.clone();
+                        let settled = p.publish(handle, &queue, &d.data, props).await?;
+                        pending_at_tail +=
+                            confirmed_at_tail(settled, reader, report, &mut pending).await?;
+                    }
+                    _ => {
+                        reader.keep(handle).await?;
+                        continue;
+                    }
+                }
             } else {
-                reader.keep(handle).await?;
+                crate::json::to_writer(&mut out, &message)
+                    .map_err(|e| write_err(path, &std::io::Error::other(e)))?;
+                out.write_all(b"\n").map_err(|e| write_err(path, &e))?;
+                report.exported += 1;
+                if remove {
+                    pending.push(handle);
+                } else {
+                    reader.keep(handle).await?;
+                }
             }
             if pending.len() >= BATCH.min(reader.budget().in_flight) {
+                // What was kept at the tail and is in flight joins the batch once confirmed.
+                if let Some(p) = publisher.as_deref_mut() {
+                    let settled = p.flush().await?;
+                    pending_at_tail +=
+                        confirmed_at_tail(settled, reader, report, &mut pending).await?;
+                }
                 // The lines go to the file now; their fsync runs while the next ones are read.
                 out.flush().map_err(|e| write_err(path, &e))?;
                 settle(syncing.take(), path, reader, report).await?;
-                syncing = Some(start_sync(&synced, std::mem::take(&mut pending)));
+                let handles = std::mem::take(&mut pending);
+                syncing = Some(start_sync(
+                    &synced,
+                    handles,
+                    std::mem::take(&mut pending_at_tail),
+                ));
             }
         }
     }
-    // Every path ends here: what was written is fsynced, and only then acked.
+    // Every path ends here: what was kept at the tail is confirmed there, what was written is
+    // fsynced, and only then are they acked.
+    if let Some(p) = publisher {
+        let settled = p.flush().await?;
+        pending_at_tail += confirmed_at_tail(settled, reader, report, &mut pending).await?;
+    }
     out.flush().map_err(|e| write_err(path, &e))?;
     settle(syncing.take(), path, reader, report).await?;
-    settle(Some(start_sync(&synced, pending)), path, reader, report).await
+    settle(
+        Some(start_sync(&synced, pending, pending_at_tail)),
+        path,
+        reader,
+        report,
+    )
+    .await
+}
+
+/// Adds the kept messages whose copy at the tail was confirmed to the batch to ack (how many);
+/// one returned or refused stays in place (out of order with those at the tail) and stops the
+/// run.
+async fn confirmed_at_tail(
+    settled: Vec<Settled<Handle>>,
+    reader: &mut QueueReader<'_>,
+    report: &mut ExportReport,
+    pending: &mut Vec<Handle>,
+) -> Result<u64> {
+    let mut confirmed = 0u64;
+    for s in settled {
+        match s {
+            Settled::Confirmed(h) => {
+                pending.push(h);
+                confirmed += 1;
+            }
+            Settled::Returned(h, reason) => {
+                reader.keep(h).await?;
+                report.problem.get_or_insert(format!(
+                    "the copy of a kept message, published to the tail of its queue, was returned by the broker ({reason}); the message was kept in place"
+                ));
+            }
+            Settled::Nacked(h) => {
+                reader.keep(h).await?;
+                report.problem.get_or_insert(
+                    "the broker refused (nacked) the copy of a kept message, published to the tail of its queue; the message was kept in place".to_string(),
+                );
+            }
+        }
+    }
+    Ok(confirmed)
 }
 
 /// Starts the fsync of everything written so far (the lines of `handles` among it), on a
 /// blocking thread: the reading loop does not wait for the disk.
-fn start_sync(file: &Arc<File>, handles: Vec<Handle>) -> Syncing {
+fn start_sync(file: &Arc<File>, handles: Vec<Handle>, at_tail: u64) -> Syncing {
     let file = Arc::clone(file);
     Syncing {
         sync: tokio::task::spawn_blocking(move || file.sync_data()),
         handles,
+        at_tail,
     }
 }
 
@@ -313,7 +412,12 @@ async fn settle(
     reader: &mut QueueReader<'_>,
     report: &mut ExportReport,
 ) -> Result<()> {
-    let Some(Syncing { sync, handles }) = syncing else {
+    let Some(Syncing {
+        sync,
+        handles,
+        at_tail,
+    }) = syncing
+    else {
         return Ok(());
     };
     sync.await
@@ -321,7 +425,8 @@ async fn settle(
         .map_err(|e| write_err(path, &e))?;
     if !handles.is_empty() {
         reader.ack(&handles).await?;
-        report.removed += handles.len() as u64;
+        report.removed += handles.len() as u64 - at_tail;
+        report.kept_at_tail += at_tail;
     }
     Ok(())
 }

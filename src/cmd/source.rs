@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use crate::broker::amqp::Reply;
 use crate::broker::quorum::{self, Assessment, Requeue, Risk};
-use crate::broker::reader::ReadMode;
+use crate::broker::reader::{ReadMode, Tail};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::options::SourceChoice;
@@ -73,6 +74,7 @@ pub(crate) async fn assess(settings: &Settings, broker: &Broker, queue: &str) ->
     .unwrap_or_else(|why| Assessment {
         risk: Risk::Unknown(why),
         requeue: Requeue::InPlace,
+        tail: Tail::Never,
     })
 }
 
@@ -89,7 +91,29 @@ pub(crate) async fn read_mode(
     for n in notes {
         warn(settings, &n);
     }
-    Ok(ReadMode { guard, last_first })
+    let tail = match guard {
+        Some(_) => Tail::Never,
+        None => assessment.tail,
+    };
+    Ok(ReadMode {
+        guard,
+        last_first,
+        tail,
+    })
+}
+
+/// After a read that kept messages at the tail (which stops after as many messages as were
+/// present at the start, with its copies behind them): a consumer on the queue now may have
+/// taken some of those, so that the read looked at copies instead. Said as the problem it is.
+pub(crate) async fn consumed_beside(broker: &Broker, queue: &str) -> Result<Option<String>> {
+    Ok(match broker.probe_queue(queue).await? {
+        Reply::Ok(c) if c.consumers > 0 => Some(format!(
+            "{} other consumer(s) are on \"{}\": they may have taken messages this run set out to look at, and it may have looked at the copies of kept messages instead (nothing was lost; check the queue and stop its consumers before running again)",
+            c.consumers,
+            printable(queue)
+        )),
+        _ => None,
+    })
 }
 
 /// The delivery-limit a read of `queue` must keep clear of (None: reads are free), with notes

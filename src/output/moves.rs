@@ -64,6 +64,20 @@ pub(crate) fn preview_text(r: &ReplayReport, color: bool) -> String {
     text
 }
 
+/// What keeping at the tail did to the source queue: said after every move that did it.
+pub(crate) fn at_tail_note(n: u64, queue: &str, stopped_early: bool) -> String {
+    let queue = for_terminal(queue);
+    if stopped_early {
+        format!(
+            "{n} kept message(s) were moved to the tail of \"{queue}\" as exact copies before the run stopped: they now come after the messages not yet looked at"
+        )
+    } else {
+        format!(
+            "{n} kept message(s) were moved to the tail of \"{queue}\" as exact copies, in their order (on a queue this long that costs the broker less than holding them); they lost the exchange, routing key and redelivered flag they were delivered with"
+        )
+    }
+}
+
 impl Report for ReplayReport {
     fn to_json(&self) -> Value {
         let mut v = json!({
@@ -73,6 +87,9 @@ impl Report for ReplayReport {
         });
         if !self.reconnects.is_empty() {
             v["reconnects"] = json!(self.reconnects);
+        }
+        if self.kept_at_tail > 0 {
+            v["kept_at_tail"] = json!(self.kept_at_tail);
         }
         if self.dry_run {
             v["dry_run"] = json!(true);
@@ -130,6 +147,13 @@ impl Report for ReplayReport {
                 for_terminal(first)
             ));
         }
+        if self.kept_at_tail > 0 {
+            notes.push(at_tail_note(
+                self.kept_at_tail,
+                &self.source,
+                self.interrupted || self.problem.is_some(),
+            ));
+        }
         for r in &self.reconnects {
             notes.push(format!(
                 "{}; went on through {} after {:.1} s: copies in flight then may have been published twice",
@@ -177,13 +201,17 @@ impl Report for ReplayReport {
 
 impl Report for ExportReport {
     fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "file": self.file.display().to_string(),
             "queue": self.queue,
             "exported": self.exported,
             "removed": self.removed,
             "kept": self.kept,
-        })
+        });
+        if self.kept_at_tail > 0 {
+            v["kept_at_tail"] = json!(self.kept_at_tail);
+        }
+        v
     }
 
     fn to_table(&self, _style: &Style) -> String {
@@ -208,6 +236,13 @@ impl Report for ExportReport {
         let mut notes = Vec::new();
         if let Some(t) = &self.repaired_tail {
             notes.push(for_terminal(t));
+        }
+        if self.kept_at_tail > 0 {
+            notes.push(at_tail_note(
+                self.kept_at_tail,
+                &self.queue,
+                self.interrupted || self.problem.is_some(),
+            ));
         }
         if self.filter_errors > 0 {
             notes.push(format!(
@@ -312,6 +347,7 @@ mod tests {
             seconds: 0.0,
             depth: 0,
             reconnects: Vec::new(),
+            kept_at_tail: 0,
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::source::{resolve, Source};
 use crate::broker::browse::StillReturning;
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
-use crate::broker::reader::{Handle, Left, QueueReader, ReadMode};
+use crate::broker::reader::{Handle, Left, QueueReader, ReadMode, Tail};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -89,6 +89,7 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
         seconds: 0.0,
         depth: 0,
         reconnects: Vec::new(),
+        kept_at_tail: 0,
     };
     let mut ctx = Plan::new(
         &broker,
@@ -133,6 +134,9 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
     let started = Instant::now();
     let mut resume = None;
     let mut broker = broker;
+    // Once a pass kept messages at the tail, the next one must too: one held after them would
+    // go back ahead of them.
+    let mut at_tail = false;
     let result = loop {
         let mut ctx = Plan::new(
             &broker,
@@ -142,8 +146,16 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
             &mut origins,
             mode,
         );
-        let before = report.counts.replayed;
-        let pass = move_messages(&mut ctx, settings, a, filter.as_ref(), &mut report, resume);
+        let before = report.counts.replayed + report.kept_at_tail;
+        let pass = move_messages(
+            &mut ctx,
+            settings,
+            a,
+            filter.as_ref(),
+            &mut report,
+            resume,
+            &mut at_tail,
+        );
         let Err(e) = pass.await else { break Ok(()) };
         let may_go_on = broker.is_lost()
             && !report.interrupted
@@ -158,12 +170,14 @@ pub(crate) async fn run(a: &ReplayOptions, settings: &Settings) -> Result<Box<dy
             Err(e) => break Err(e),
         }
         // Every ack sent may have been lost with the connection: the acks of the pass that
-        // died widen what is left by up to as many messages.
-        let at_least = report.depth.saturating_sub(report.counts.replayed);
+        // died widen what is left by up to as many messages. Those kept at the tail are done
+        // with: their copies lie behind what is left.
+        let done = report.counts.replayed + report.kept_at_tail;
+        let at_least = report.depth.saturating_sub(done);
         resume = Some(Resume {
             left: Left {
                 at_least,
-                at_most: at_least + (report.counts.replayed - before),
+                at_most: at_least + (done - before),
                 patience: GIVE_BACK_WAIT,
             },
             limit: a.limit.map(|l| l.saturating_sub(report.counts.replayed)),
@@ -241,7 +255,7 @@ async fn reconnect(
         to: broker.url.redacted(),
         seconds,
     });
-    report.counts.kept = 0;
+    report.counts.kept = report.kept_at_tail;
     report.counts.failed = 0;
     report.filter_errors = 0;
     report.transform_errors = 0;
@@ -320,6 +334,7 @@ async fn move_messages(
     filter: Option<&Filter>,
     report: &mut ReplayReport,
     resume: Option<Resume>,
+    at_tail: &mut bool,
 ) -> Result<()> {
     let (broker, queue) = (ctx.broker, ctx.queue);
     let limit = resume.map_or(a.limit, |r| r.limit);
@@ -330,6 +345,10 @@ async fn move_messages(
         || matches!(ctx.destination, Destination::Origin);
     let mode = ReadMode {
         guard: ctx.mode.guard.filter(|_| keeps),
+        tail: match *at_tail {
+            true => Tail::On,
+            false => ctx.mode.tail,
+        },
         ..ctx.mode
     };
     let left = resume.map(|r| r.left);
@@ -376,7 +395,9 @@ async fn move_messages(
             if !matches {
                 bar.inc(u64::from(limit.is_none()));
                 report.counts.kept += 1;
-                reader.keep(handle).await?;
+                let settled = keep(&mut reader, &mut publisher, queue, &d, handle).await?;
+                apply_settled(settled, &mut reader, report).await?;
+                *at_tail |= reader.at_tail();
                 continue;
             }
             bar.inc(1);
@@ -385,7 +406,9 @@ async fn move_messages(
                 Ok(copy) => copy,
                 Err(why) => {
                     stays(report, pos, &d, why);
-                    reader.keep(handle).await?;
+                    let settled = keep(&mut reader, &mut publisher, queue, &d, handle).await?;
+                    apply_settled(settled, &mut reader, report).await?;
+                    *at_tail |= reader.at_tail();
                     continue;
                 }
             };
@@ -395,7 +418,7 @@ async fn move_messages(
             }
             let body = copy.body.as_deref().unwrap_or(&d.data);
             let settled = publisher
-                .publish(handle, &copy.queue, body, copy.properties)
+                .publish(Sent::Move(handle), &copy.queue, body, copy.properties)
                 .await?;
             published += 1;
             apply_settled(settled, &mut reader, report).await?;
@@ -413,7 +436,13 @@ async fn move_messages(
     }
     bar.finish_and_clear();
     publisher.close().await;
+    let at_tail = reader.at_tail();
     note_returning(settings, queue, reader.finish().await?);
+    if at_tail {
+        if let Some(p) = super::source::consumed_beside(broker, queue).await? {
+            report.problem.get_or_insert(p);
+        }
+    }
     Ok(())
 }
 
@@ -424,24 +453,71 @@ fn note_returning(settings: &Settings, queue: &str, returning: Option<StillRetur
     }
 }
 
+/// What a publish stands for: a message's copy to its destination, or a kept message's exact
+/// copy at the tail of the source (see [`crate::broker::reader::Tail`]).
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Move(Handle),
+    Tail(Handle),
+}
+
+/// Keeps a message: at the tail of `queue` (an exact copy: same body, properties and headers),
+/// once the reader keeps messages there, else held in place. Returns what settled meanwhile.
+async fn keep(
+    reader: &mut QueueReader<'_>,
+    publisher: &mut ConfirmedPublisher<'_, Sent>,
+    queue: &str,
+    d: &lapin::message::Delivery,
+    handle: Handle,
+) -> Result<Vec<Settled<Sent>>> {
+    if !reader.keeps_at_tail() {
+        reader.keep(handle).await?;
+        return Ok(Vec::new());
+    }
+    publisher
+        .publish(Sent::Tail(handle), queue, &d.data, d.properties.clone())
+        .await
+}
+
 /// Acks the sources of confirmed copies in one go; a returned or nacked copy's source stays.
 async fn apply_settled(
-    settled: Vec<Settled<Handle>>,
+    settled: Vec<Settled<Sent>>,
     reader: &mut QueueReader<'_>,
     report: &mut ReplayReport,
 ) -> Result<()> {
     let mut confirmed = Vec::with_capacity(settled.len());
+    let mut moved = 0u64;
     for s in settled {
         match s {
-            Settled::Confirmed(h) => confirmed.push(h),
-            Settled::Returned(h, reason) => {
+            Settled::Confirmed(Sent::Move(h)) => {
+                confirmed.push(h);
+                moved += 1;
+            }
+            Settled::Confirmed(Sent::Tail(h)) => {
+                confirmed.push(h);
+                report.kept_at_tail += 1;
+            }
+            // The original stays where it is (out of order with those at the tail): the run stops.
+            Settled::Returned(Sent::Tail(h), reason) => {
+                reader.keep(h).await?;
+                report.problem.get_or_insert(format!(
+                    "the copy of a kept message, published to the tail of its queue, was returned by the broker ({reason}); the message was kept in place"
+                ));
+            }
+            Settled::Nacked(Sent::Tail(h)) => {
+                reader.keep(h).await?;
+                report.problem.get_or_insert(
+                    "the broker refused (nacked) the copy of a kept message, published to the tail of its queue; the message was kept in place".to_string(),
+                );
+            }
+            Settled::Returned(Sent::Move(h), reason) => {
                 reader.keep(h).await?;
                 report.counts.failed += 1;
                 report.problem.get_or_insert(format!(
                     "a copy was returned by the broker ({reason}); its message was kept"
                 ));
             }
-            Settled::Nacked(h) => {
+            Settled::Nacked(Sent::Move(h)) => {
                 reader.keep(h).await?;
                 report.counts.failed += 1;
                 report.problem.get_or_insert(
@@ -452,7 +528,7 @@ async fn apply_settled(
     }
     if !confirmed.is_empty() {
         reader.ack(&confirmed).await?;
-        report.counts.replayed += confirmed.len() as u64;
+        report.counts.replayed += moved;
     }
     Ok(())
 }
