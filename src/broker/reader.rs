@@ -292,7 +292,7 @@ pub(crate) struct ReadMode {
 /// costs the broker walks, channels and a requeue that grow with the queue. The copies land
 /// behind every message present at the start, in the order kept, so the kept messages keep their
 /// relative order once the read is through; a read that stops early leaves those kept so far
-/// behind those not yet looked at. See docs/MOVE-ENGINE.md §3.
+/// behind those not yet looked at. See docs/MOVE-ENGINE.md §7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Tail {
     /// Kept messages are held (a queue not known to be safe for it, or a read that must not
@@ -384,8 +384,15 @@ impl<'b> QueueReader<'b> {
         mode: ReadMode,
         left: Option<Left>,
     ) -> Result<QueueReader<'b>> {
-        let ready = u64::from(browse::open_queue(broker, queue).await?.messages);
+        let counts = browse::open_queue(broker, queue).await?;
+        let ready = u64::from(counts.messages);
         let depth = left.map_or(ready, |l| l.at_most);
+        // The management API's count of consumers may be seconds old: a consumer there now
+        // would take messages the read counts on, so that it read copies instead.
+        let tail = match mode.tail {
+            Tail::Allowed { .. } if counts.consumers > 0 => Tail::Never,
+            t => t,
+        };
         let mut reader = QueueReader {
             broker,
             queue: queue.to_string(),
@@ -403,7 +410,7 @@ impl<'b> QueueReader<'b> {
             last_first: mode.last_first,
             opening: None,
             max_channels: MAX_SEGMENTS.min(broker.channels_for_reading()),
-            tail: mode.tail,
+            tail,
         };
         if depth > 0 {
             reader.open_segment().await?;

@@ -156,9 +156,11 @@ pub(crate) async fn run(a: &ExportOptions, settings: &Settings) -> Result<Box<dy
     } else {
         ReadMode::default()
     };
-    // Only a filtered `--remove` may keep at the tail: an export without it changes nothing.
+    // Only a filtered `--remove` may keep at the tail: an export without it changes nothing,
+    // and one with --limit stops before the end of the queue, so that kept messages at the tail
+    // would end up behind the ones it never looked at.
     let mode = ReadMode {
-        tail: match a.remove && filter.is_some() {
+        tail: match a.remove && filter.is_some() && a.limit.is_none() {
             true => mode.tail,
             false => ReadTail::Never,
         },

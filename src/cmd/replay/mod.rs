@@ -345,9 +345,12 @@ async fn move_messages(
         || matches!(ctx.destination, Destination::Origin);
     let mode = ReadMode {
         guard: ctx.mode.guard.filter(|_| keeps),
-        tail: match *at_tail {
-            true => Tail::On,
-            false => ctx.mode.tail,
+        // With --limit the read stops before the end of the queue: kept messages at the tail
+        // would end up behind the ones it never looked at.
+        tail: match (*at_tail, a.limit) {
+            (true, _) => Tail::On,
+            (false, Some(_)) => Tail::Never,
+            (false, None) => ctx.mode.tail,
         },
         ..ctx.mode
     };
