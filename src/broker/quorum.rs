@@ -5,7 +5,6 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 
 use super::management::Management;
-use super::reader::Tail;
 use super::BrokerUrl;
 
 /// RabbitMQ 4.0 gave every quorum queue this delivery-limit when none is configured.
@@ -53,6 +52,27 @@ pub(crate) fn requeue(queue_type: &str, version: Option<&str>) -> Requeue {
         Some(v) if v >= (4, 0) => Requeue::Returns,
         _ => Requeue::Back,
     }
+}
+
+/// Keeping at the tail: a kept message is republished to the tail of its own queue as an exact
+/// copy (confirmed, then the original acked) instead of being held unacked until the end. Every
+/// message then costs one publish and a multiple ack, whatever the share moved, where holding
+/// costs the broker walks, channels and a requeue that grow with the queue. The copies land
+/// behind every message present at the start, in the order kept, so the kept messages keep their
+/// relative order once the read is through; a read that stops early leaves those kept so far
+/// behind those not yet looked at. See docs/MOVE-ENGINE.md §7 and `reader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Tail {
+    /// Kept messages are held (a queue not known to be safe for it, or a read that must not
+    /// change the queue).
+    #[default]
+    Never,
+    /// The queue allows it: the reader switches once this share of what it has seen, in per
+    /// cent, was moved (see `reader::tail_pays`).
+    Allowed { share_pct: u8 },
+    /// Kept messages go to the tail: from the start of this read (a read resumed after one
+    /// that switched), or since the switch.
+    On,
 }
 
 /// Queue arguments (and policy keys, without the `x-`) under which a copy published to the tail

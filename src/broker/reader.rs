@@ -31,6 +31,7 @@ use super::amqp::Reply;
 use super::browse::{self, StillReturning, IDLE};
 use super::{next, quorum, Broker};
 use crate::error::Result;
+pub(crate) use quorum::Tail;
 
 /// What the broker may push ahead of the reader, in bytes, per segment.
 pub(crate) const AHEAD_BYTES: usize = 8 << 20;
@@ -284,27 +285,6 @@ pub(crate) struct ReadMode {
     pub last_first: bool,
     /// Whether kept messages may be kept at the queue's tail instead of held (see [`Tail`]).
     pub tail: Tail,
-}
-
-/// Keeping at the tail: a kept message is republished to the tail of its own queue as an exact
-/// copy (confirmed, then the original acked) instead of being held unacked until the end. Every
-/// message then costs one publish and a multiple ack, whatever the share moved, where holding
-/// costs the broker walks, channels and a requeue that grow with the queue. The copies land
-/// behind every message present at the start, in the order kept, so the kept messages keep their
-/// relative order once the read is through; a read that stops early leaves those kept so far
-/// behind those not yet looked at. See docs/MOVE-ENGINE.md §7.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Tail {
-    /// Kept messages are held (a queue not known to be safe for it, or a read that must not
-    /// change the queue).
-    #[default]
-    Never,
-    /// The queue allows it: the reader switches once this share of what it has seen, in per
-    /// cent, was moved (see [`tail_pays`]).
-    Allowed { share_pct: u8 },
-    /// Kept messages go to the tail: from the start of this read (a read resumed after one
-    /// that switched), or since the switch.
-    On,
 }
 
 /// Queues shorter than this are always held: holding is cheap there, and a read of them is short.
