@@ -31,7 +31,7 @@ use super::amqp::Reply;
 use super::browse::{self, StillReturning, IDLE};
 use super::{next, quorum, Broker};
 use crate::error::Result;
-pub(crate) use quorum::Tail;
+use quorum::Tail;
 
 /// What the broker may push ahead of the reader, in bytes, per segment.
 pub(crate) const AHEAD_BYTES: usize = 8 << 20;

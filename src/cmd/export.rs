@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 
 use super::source::resolve;
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
-use crate::broker::reader::{Handle, QueueReader, ReadMode, Tail as ReadTail};
+use crate::broker::quorum::Tail as ReadTail;
+use crate::broker::reader::{Handle, QueueReader, ReadMode};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::broker::amqp::Reply;
-use crate::broker::quorum::{self, Assessment, Requeue, Risk};
-use crate::broker::reader::{ReadMode, Tail};
+use crate::broker::quorum::{self, Assessment, Requeue, Risk, Tail};
+use crate::broker::reader::ReadMode;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::options::SourceChoice;

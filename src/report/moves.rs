@@ -68,7 +68,7 @@ pub(crate) struct ReplayReport {
     pub depth: u64,
     /// Each time the connection was lost and the move went on through the --url list.
     pub reconnects: Vec<Reconnect>,
-    /// Of `counts.kept`, those kept at the tail of the source (see `reader::Tail`): an exact
+    /// Of `counts.kept`, those kept at the tail of the source (see `quorum::Tail`): an exact
     /// copy confirmed there, the original acked. Not looked at again after a reconnect.
     pub kept_at_tail: u64,
 }
@@ -112,7 +112,7 @@ pub(crate) struct ExportReport {
     pub problem: Option<String>,
     /// What was done to a torn last line left by an earlier, killed export.
     pub repaired_tail: Option<String>,
-    /// Of `kept`, those kept at the tail of the queue (see `reader::Tail`).
+    /// Of `kept`, those kept at the tail of the queue (see `quorum::Tail`).
     pub kept_at_tail: u64,
 }
 

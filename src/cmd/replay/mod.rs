@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use super::source::{resolve, Source};
 use crate::broker::browse::StillReturning;
 use crate::broker::publisher::{ConfirmedPublisher, Settled};
-use crate::broker::reader::{Handle, Left, QueueReader, ReadMode, Tail};
+use crate::broker::quorum::Tail;
+use crate::broker::reader::{Handle, Left, QueueReader, ReadMode};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -457,7 +458,7 @@ fn note_returning(settings: &Settings, queue: &str, returning: Option<StillRetur
 }
 
 /// What a publish stands for: a message's copy to its destination, or a kept message's exact
-/// copy at the tail of the source (see [`crate::broker::reader::Tail`]).
+/// copy at the tail of the source (see [`crate::broker::quorum::Tail`]).
 #[derive(Debug, Clone, Copy)]
 enum Sent {
     Move(Handle),
