@@ -7,6 +7,10 @@
 # The broker's affinity is put back by `unpin_cpus` (call it from the script's exit trap).
 pin_cpus() {
   [[ ${BENCH_PIN:-} == 1 ]] || return 0
+  if [[ $(nproc) -lt 2 ]]; then
+    echo "BENCH_PIN: needs 2 CPUs, this machine has $(nproc)" >&2
+    exit 1
+  fi
   pinned_beam=$(ss -Hltnp 'sport = :5672' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
   if [[ -z $pinned_beam ]]; then
     echo "BENCH_PIN: no process listens on port 5672 here" >&2
