@@ -371,7 +371,24 @@ async fn a_replay_that_cannot_reconnect_within_30_s_stops_losing_nothing_and_a_s
 
 #[tokio::test]
 async fn ctrl_c_mid_replay_confirms_what_is_in_flight_and_exits_130() {
-    let scope = Scope::new("sigint");
+    signal_mid_replay("sigint", "INT").await;
+}
+
+/// `kill`, `timeout`, a cancelled CI job: SIGTERM stops a replay as Ctrl-C does. It used to kill
+/// it, with copies confirmed and their sources not yet acked (duplicates on a rerun), and no report.
+#[tokio::test]
+async fn sigterm_mid_replay_confirms_what_is_in_flight_and_exits_130() {
+    signal_mid_replay("sigterm", "TERM").await;
+}
+
+/// The terminal or the ssh session went away: the same clean stop.
+#[tokio::test]
+async fn sighup_mid_replay_confirms_what_is_in_flight_and_exits_130() {
+    signal_mid_replay("sighup", "HUP").await;
+}
+
+async fn signal_mid_replay(scope: &str, signal: &str) {
+    let scope = Scope::new(scope);
     let src = scope.name("src");
     let dst = scope.name("dst");
     let conn = connect().await;
@@ -399,7 +416,7 @@ async fn ctrl_c_mid_replay_confirms_what_is_in_flight_and_exits_130() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    send_sigint(child.id());
+    send_signal(child.id(), signal);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -416,9 +433,9 @@ async fn ctrl_c_mid_replay_confirms_what_is_in_flight_and_exits_130() {
     let _ = conn.close(200, "ok".into()).await;
 }
 
-fn send_sigint(pid: u32) {
+fn send_signal(pid: u32, signal: &str) {
     std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .unwrap();
 }
