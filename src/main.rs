@@ -8,6 +8,11 @@ use dlq::cli::{Cli, Command};
 use dlq::error::{exit_code, Error, Outcome};
 use dlq::settings::Settings;
 
+/// jemalloc instead of the system's allocator: see Cargo.toml.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     // Threads dlq does not spawn itself (lapin's I/O loop parses each frame's header table
     // recursively: a table nested 2,000 deep overflowed its default 2 MiB) get dlq's stack

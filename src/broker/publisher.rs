@@ -15,7 +15,6 @@
 use crate::broker::watch::Answered;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -37,10 +36,11 @@ pub(crate) enum Settled<K> {
     Nacked(K),
 }
 
+/// Only told apart from the other copies in flight, by a process that hashes both sides itself:
+/// no need for std's SipHash, which cost 3 % of dlq's CPU on a move of 1 KiB messages.
 fn body_hash(body: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(body)
 }
 
 /// What a copy looked like, to recognise it when the broker returns it.
@@ -118,7 +118,14 @@ impl<K: Clone> Ledger<K> {
     ) {
         self.seen_upto = self.seen_upto.max(seq);
         let barrier = self.published;
-        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
+        // Entries hold consecutive seqs from the front's: no search (it cost 1 % of dlq's CPU
+        // with 512 copies in flight).
+        let at = self
+            .entries
+            .front()
+            .and_then(|f| usize::try_from(seq.checked_sub(f.seq)?).ok());
+        if let Some(e) = at.and_then(|i| self.entries.get_mut(i)) {
+            debug_assert_eq!(e.seq, seq);
             e.seen = Some((barrier, ack));
         }
         if let Some((fp, reason)) = returned {
