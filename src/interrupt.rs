@@ -62,7 +62,8 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
-/// While held, a Ctrl-C (or SIGTERM, SIGHUP) is turned into [`interrupted`] instead of ending the process.
+/// While held, a Ctrl-C (or SIGTERM, SIGHUP) is turned into [`interrupted`] instead of ending the
+/// process.
 pub(crate) struct Armed(());
 
 pub(crate) fn arm() -> Armed {

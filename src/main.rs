@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<Outcome, Error> {
         .map_err(|e| Error::with_cause("cannot start the async runtime", e))?;
     let report = runtime.block_on(async {
         dlq::interrupt::install()
-            .map_err(|e| Error::with_cause("cannot listen for Ctrl-C and SIGTERM", e))?;
+            .map_err(|e| Error::with_cause("cannot listen for Ctrl-C, SIGTERM and SIGHUP", e))?;
         dlq::cmd::run(task, &settings).await
     })?;
     // A closed stdout (e.g. `| head`) is not an error worth reporting.
